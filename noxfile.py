@@ -1,0 +1,37 @@
+"""Sessions: `nox -s tests` (the test suite), `nox -s lint`, and the benchmarks (`nox -s bench-loadgen`)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON, tags=["check"])
+def tests(session: nox.Session) -> None:
+    """The whole test suite, slow tests included (they run real processes on loopback)."""
+    session.install("-e", ".[test]")
+    # pytest exits 5 when a selection (`nox -s tests -- -k ...`) matches no test: say so instead of failing.
+    code = session.run("pytest", *(session.posargs or ["-v"]), success_codes=[0, 5])
+    if code == 5:
+        session.warn("pytest collected no test for this selection")
+
+
+@nox.session(python=PYTHON, tags=["check"])
+def lint(session: nox.Session) -> None:
+    """ruff and strict mypy."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "testbed", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "testbed", "tests", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session(name="bench-loadgen", python=PYTHON, tags=["bench"])
+def bench_loadgen(session: nox.Session) -> None:
+    """The engine against a null server on loopback: highest valid rate, latency floor, and wrk beside it."""
+    session.install("-e", ".")
+    session.run("python", "-m", "testbed.bench.loadgen", *session.posargs)

@@ -1,0 +1,54 @@
+"""The one family of fatal errors: each carries an exit code and a message that says what to do."""
+
+from __future__ import annotations
+
+
+class TestbedError(Exception):
+    """A fatal error shown to the user as one line; `main()` turns it into the exit code."""
+
+    __test__ = False  # not a pytest test class, despite the name
+    return_code = 1
+
+    def __init__(self, message: str, *, return_code: int | None = None) -> None:
+        super().__init__(message)
+        if return_code is not None:
+            self.return_code = return_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UsageError(TestbedError):
+    """Bad input on the command line or in a configuration file (exit code 2)."""
+
+    return_code = 2
+
+
+class ConfigError(UsageError):
+    """A scenario or topology file that does not validate; the message names the file and the field."""
+
+
+class CommandError(TestbedError):
+    """An external command failed or timed out; keeps what it printed for the log."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: list[str],
+        exit_code: int | None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class Interrupted(TestbedError):
+    """Ctrl-C: everything started was stopped; what was finished is kept."""
+
+    return_code = 130

@@ -1,0 +1,1 @@
+"""The open-loop load engine (`testbed load`): Locust does the HTTP work, HdrHistograms keep the latencies."""

@@ -1,0 +1,115 @@
+"""The load engine's configuration: validated early, frozen, and shipped as JSON to worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from testbed.errors import UsageError
+
+Arrival = Literal["uniform", "poisson"]
+ARRIVALS: tuple[Arrival, ...] = ("uniform", "poisson")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidityLimits:
+    """When a trial is not to be trusted (see methodology.md: a generator that falls behind lies)."""
+
+    max_lateness_p99_ms: float = 2.0
+    min_rate_fraction: float = 0.97
+    max_error_fraction: float = 0.01
+    max_cpu_percent: float = 90.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadConfig:
+    """One trial: what to send, how fast, and for how long."""
+
+    url: str
+    rate: float
+    duration_s: float
+    warmup_s: float
+    connections: int = 16
+    processes: int = 1
+    arrival: Arrival = "uniform"
+    method: str = "GET"
+    body_bytes: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_s: float = 10.0
+    seed: int = 1
+    limits: ValidityLimits = field(default_factory=ValidityLimits)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def base_url(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def path(self) -> str:
+        parts = urlsplit(self.url)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadConfig:
+        data: dict[str, Any] = json.loads(text)
+        data["headers"] = tuple(tuple(h) for h in data["headers"])
+        data["limits"] = ValidityLimits(**data["limits"])
+        return cls(**data)
+
+
+def validate(config: LoadConfig) -> None:
+    """Raise `UsageError` naming the first bad value and how to fix it."""
+    parts = urlsplit(config.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"URL {config.url!r} is not an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/"
+        )
+    try:
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise UsageError(f"URL {config.url!r} has an invalid port") from None
+    checks: list[tuple[bool, str]] = [
+        (config.rate > 0, f"--rate must be positive (requests per second), got {config.rate:g}"),
+        (config.duration_s > 0, f"--duration must be positive (seconds), got {config.duration_s:g}"),
+        (config.warmup_s >= 0, f"--warmup must be zero or positive (seconds), got {config.warmup_s:g}"),
+        (config.connections >= 1, f"--connections must be at least 1, got {config.connections}"),
+        (config.processes >= 1, f"--processes must be at least 1, got {config.processes}"),
+        (
+            config.arrival in ARRIVALS,
+            f"--arrival must be one of {', '.join(ARRIVALS)}, got {config.arrival!r}",
+        ),
+        (config.body_bytes >= 0, f"--body-bytes must be zero or positive, got {config.body_bytes}"),
+        (config.timeout_s > 0, f"--timeout must be positive (seconds), got {config.timeout_s:g}"),
+        (
+            config.method.isalpha(),
+            f"--method must be an HTTP method such as GET or POST, got {config.method!r}",
+        ),
+        (
+            0 <= config.limits.max_error_fraction <= 1,
+            f"--max-error-rate must be a fraction between 0 and 1, got {config.limits.max_error_fraction:g}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    if config.rate * config.duration_s < 1:
+        raise UsageError(
+            f"--rate {config.rate:g} for --duration {config.duration_s:g} s sends no request: raise either"
+        )
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`K:V` from the command line into a header pair."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"--header {text!r} has no 'Name: value' form: write it as --header 'X-Name: value'")
+    return name.strip(), value.strip()

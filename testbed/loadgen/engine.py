@@ -1,0 +1,298 @@
+"""The open-loop engine on Locust. Importing this module monkey-patches the process with gevent (Locust does).
+
+One greenlet walks the intended send times (`schedule.py`) and hands each send to a bounded gevent pool of
+`connections` greenlets sharing a FastHttpSession (Locust's FastHttpUser client) with as many keep-alive
+connections. A send never waits for an earlier response, only for a free connection, and every wait shows
+up as lateness: the `intended` histogram is the coordinated-omission-corrected latency.
+
+The same User class runs in-process (LocalRunner) and in Locust worker processes (WorkerRunner); the
+configuration and the common start time come in a `testbed_go` message and the histograms go back in a
+`testbed_result` message, so `--processes N` locally and Locust's distributed mode in a cluster share code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pool
+import locust
+import psutil
+from locust import User, events, task
+from locust.contrib.fasthttp import FastHttpSession
+from locust.env import Environment
+
+from testbed.errors import TestbedError
+from testbed.loadgen.config import LoadConfig
+from testbed.loadgen.result import ShareResult, encode, new_histogram, record
+from testbed.loadgen.schedule import intended_offsets
+
+LOCUST_VERSION: str = locust.__version__
+GO, RESULT = "testbed_go", "testbed_result"
+log = logging.getLogger("testbed.loadgen")
+
+#: Set by the `testbed_go` message: (config, share index, share count, common start as wall-clock time).
+_go: gevent.event.AsyncResult = gevent.event.AsyncResult()
+
+
+#: A Locust worker hands its statistics to the master every few seconds and resets them: keep the sums.
+_reported_to_master: Counter[str] = Counter()
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    stats_total = data.get("stats_total", {})
+    _reported_to_master["num_requests"] += stats_total.get("num_requests", 0)
+    _reported_to_master["num_failures"] += stats_total.get("num_failures", 0)
+
+
+def _on_go(environment: Environment, msg: Any, **_: Any) -> None:
+    data = msg.data
+    _go.set((LoadConfig.from_json(data["config"]), data["share"], data["shares"], data["t0"]))
+
+
+def run_share(
+    environment: Environment, config: LoadConfig, share: int, shares: int, t0_wall: float
+) -> ShareResult:
+    """Send this share's part of the load open-loop and return what it measured."""
+    return _Share(environment, config, share, shares, t0_wall).run()
+
+
+class _Share:
+    """The state of one share's trial: the session, the histograms and the counters."""
+
+    def __init__(
+        self, environment: Environment, config: LoadConfig, share: int, shares: int, t0_wall: float
+    ) -> None:
+        self.environment, self.config, self.share, self.shares = environment, config, share, shares
+        self.connections = max(1, -(-config.connections // shares))  # ceil: every share gets its part
+        self.session = FastHttpSession(
+            base_url=config.base_url,
+            request_event=environment.events.request,
+            user=None,
+            concurrency=self.connections,
+            network_timeout=config.timeout_s,
+            connection_timeout=config.timeout_s,
+            max_retries=0,
+        )
+        self.body = "x" * config.body_bytes if config.body_bytes else None
+        self.headers = dict(config.headers)
+        self.hists = {name: new_histogram() for name in ("service", "intended", "lateness")}
+        self.error_kinds: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        # perf_counter for the schedule; the common start comes as wall-clock time so that it also holds
+        # across machines (Locust's distributed mode in a cluster).
+        self.t0 = time.perf_counter() + (t0_wall - time.time())
+        self.measure_start = self.t0 + config.warmup_s
+        self.end = self.measure_start + config.duration_s
+        self.process = psutil.Process()
+        self.cpu_mark: tuple[float, float] | None = None
+
+    def _cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    def _mark_cpu(self) -> None:
+        self.cpu_mark = (time.perf_counter(), self._cpu_seconds())
+
+    def send(self, intended: float, measured: bool) -> None:
+        actual = time.perf_counter()
+        try:
+            response = self.session.request(
+                self.config.method, self.config.path, data=self.body, headers=self.headers
+            )
+            done = time.perf_counter()
+            status = response.status_code or 0
+            error = getattr(response, "error", None)  # set by Locust only when the request failed
+            kind = None
+            if error is not None or not 200 <= status < 400:
+                kind = f"HTTP {status}" if status else type(error).__name__
+        except Exception as e:  # a bug here must show as errors, never as a quietly short histogram
+            done, kind = time.perf_counter(), f"internal error: {type(e).__name__}: {e}"
+        if not measured:
+            return
+        self.counts["completed"] += 1
+        if kind is not None:
+            self.counts["errors"] += 1
+            self.error_kinds[kind] += 1
+        else:
+            record(self.hists["service"], done - actual)
+            record(self.hists["intended"], done - intended)
+        record(self.hists["lateness"], actual - intended)
+
+    def run(self) -> ShareResult:
+        config = self.config
+        pool = gevent.pool.Pool(self.connections)
+        gevent.spawn_later(max(0.0, self.measure_start - time.perf_counter()), self._mark_cpu)
+        offsets = intended_offsets(
+            rate=config.rate,
+            total_s=config.warmup_s + config.duration_s,
+            arrival=config.arrival,
+            share=self.share,
+            shares=self.shares,
+            seed=config.seed,
+        )
+        for offset in offsets:
+            intended = self.t0 + offset
+            measured = intended >= self.measure_start
+            self.counts["scheduled"] += measured
+            now = time.perf_counter()
+            if now >= self.end:
+                continue  # the window closed before this send could go out: counted as not sent
+            if intended > now:
+                gevent.sleep(intended - now)
+            pool.spawn(self.send, intended, measured)  # blocks only while every connection is busy
+            self.counts["sent"] += measured
+        wall_end, cpu_end = time.perf_counter(), self._cpu_seconds()
+        if not pool.join(timeout=config.timeout_s + 2):
+            stuck = len(pool)
+            pool.kill(block=True, timeout=2)
+            self.counts["completed"] += stuck
+            self.counts["errors"] += stuck
+            self.error_kinds["unfinished at the end of the trial"] += stuck
+        window, cpu_percent = config.duration_s, 0.0
+        if self.cpu_mark is not None:
+            window = wall_end - self.cpu_mark[0]
+            cpu_percent = 100.0 * (cpu_end - self.cpu_mark[1]) / window if window > 0 else 0.0
+        total = self.environment.stats.total
+        reported = _reported_to_master
+        return ShareResult(
+            share=self.share,
+            scheduled=self.counts["scheduled"],
+            sent=self.counts["sent"],
+            completed=self.counts["completed"],
+            errors=self.counts["errors"],
+            error_kinds=dict(self.error_kinds),
+            hdr={name: encode(h) for name, h in self.hists.items()},
+            cpu_percent=round(cpu_percent, 2),
+            window_s=round(window, 4),
+            locust_requests=total.num_requests + reported["num_requests"],
+            locust_failures=total.num_failures + reported["num_failures"],
+        )
+
+
+class OpenLoopUser(User):
+    """Locust's unit of work: runs one share of the open-loop schedule, reports it, then idles."""
+
+    # Locust requires a host or it refuses to start the user; the real target comes with the go message.
+    host = "http://127.0.0.1"
+
+    @task
+    def open_loop(self) -> None:
+        config, share, shares, t0 = _go.get()
+        runner = self.environment.runner
+        try:
+            result: dict[str, Any] = run_share(self.environment, config, share, shares, t0).to_dict()
+        except Exception:
+            result = {"share": share, "error": traceback.format_exc()}
+        runner.send_message(RESULT, result)
+        gevent.event.Event().wait()  # until the runner quits
+
+
+def _environment() -> Environment:
+    return Environment(user_classes=[OpenLoopUser], events=events)
+
+
+def _collector(expected: int) -> tuple[Callable[..., None], list[dict[str, Any]], gevent.event.Event]:
+    results: list[dict[str, Any]] = []
+    done = gevent.event.Event()
+
+    def on_result(environment: Environment, msg: Any, **_: Any) -> None:
+        results.append(msg.data)
+        if len(results) >= expected:
+            done.set()
+
+    return on_result, results, done
+
+
+def _shares(results: list[dict[str, Any]]) -> list[ShareResult]:
+    failed = [r for r in results if "error" in r]
+    if failed:
+        raise TestbedError("a load generator process failed:\n" + failed[0]["error"])
+    return [ShareResult.from_dict(r) for r in sorted(results, key=lambda r: int(r["share"]))]
+
+
+def _deadline(config: LoadConfig) -> float:
+    return config.warmup_s + config.duration_s + config.timeout_s + 30.0
+
+
+def run_local(config: LoadConfig, *, start_delay_s: float = 0.2) -> list[ShareResult]:
+    """One process: Locust's LocalRunner with one open-loop user."""
+    env = _environment()
+    runner = env.create_local_runner()
+    on_result, results, done = _collector(1)
+    runner.register_message(GO, _on_go)
+    runner.register_message(RESULT, on_result)
+    try:
+        runner.start(1, spawn_rate=1)
+        runner.send_message(GO, _go_data(config, 0, 1, time.time() + start_delay_s))
+        if not done.wait(timeout=_deadline(config)):
+            raise TestbedError("the load generator did not report within its deadline")
+        return _shares(results)
+    finally:
+        runner.quit()
+
+
+def _go_data(config: LoadConfig, share: int, shares: int, t0: float) -> dict[str, Any]:
+    return {"config": config.to_json(), "share": share, "shares": shares, "t0": t0}
+
+
+def run_master(
+    config: LoadConfig,
+    *,
+    workers: int,
+    bind_host: str = "127.0.0.1",
+    bind_port: int,
+    on_listening: Callable[[], None] = lambda: None,
+    connect_timeout_s: float = 60.0,
+    start_delay_s: float = 1.0,
+) -> list[ShareResult]:
+    """Locust's distributed mode: wait for `workers` workers, give each a share, merge what they send back."""
+    env = _environment()
+    runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=bind_port)
+    on_result, results, done = _collector(workers)
+    runner.register_message(RESULT, on_result)
+    try:
+        on_listening()
+        deadline = time.monotonic() + connect_timeout_s
+        while len(runner.clients.ready) < workers:
+            if time.monotonic() > deadline:
+                raise TestbedError(
+                    f"only {len(runner.clients.ready)} of {workers} load generator workers connected within "
+                    f"{connect_timeout_s:g} s (check that the workers can reach {bind_host}:{bind_port})"
+                )
+            gevent.sleep(0.05)
+        client_ids = [c.id for c in runner.clients.ready][:workers]
+        runner.start(workers, spawn_rate=workers * 10)
+        t0 = time.time() + start_delay_s
+        for share, client_id in enumerate(client_ids):
+            runner.send_message(GO, _go_data(config, share, workers, t0), client_id=client_id)
+        if not done.wait(timeout=_deadline(config) + start_delay_s):
+            raise TestbedError(f"only {len(results)} of {workers} load generator workers reported in time")
+        return _shares(results)
+    finally:
+        runner.quit()
+
+
+def run_worker(master_host: str, master_port: int, *, parent_pid: int | None = None) -> None:
+    """A Locust worker: runs the shares the master sends until the master says quit."""
+    env = _environment()
+    runner = env.create_worker_runner(master_host=master_host, master_port=master_port)
+    runner.register_message(GO, _on_go)
+    env.events.report_to_master.add_listener(_on_report_to_master)  # type: ignore[no-untyped-call]
+    if parent_pid is not None:
+        gevent.spawn(_exit_with_parent, parent_pid)
+    runner.greenlet.join()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker started by a local master must not outlive it, even if the master was killed."""
+    while psutil.pid_exists(parent_pid):
+        gevent.sleep(1.0)
+    sys.exit(3)

@@ -1,0 +1,192 @@
+"""The `testbed.load/1` result: merged histograms, percentiles in microseconds, validity with reasons."""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from testbed.loadgen.config import LoadConfig
+
+SCHEMA = "testbed.load/1"
+HISTOGRAMS = ("service", "intended", "lateness")
+
+#: 1 us to 60 s at 3 significant digits: sub-millisecond mesh overheads stay visible.
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def record(histogram: HdrHistogram, seconds: float) -> None:
+    """Record a duration in microseconds, clamped into the histogram's range rather than dropped."""
+    us = round(seconds * 1e6)
+    histogram.record_value(min(max(us, LOWEST_US), HIGHEST_US))
+
+
+def decode(encoded: str) -> HdrHistogram:
+    return HdrHistogram.decode(encoded.encode("ascii"))
+
+
+def encode(histogram: HdrHistogram) -> str:
+    return histogram.encode().decode("ascii")  # type: ignore[no-any-return]
+
+
+def merge(encoded: Sequence[str]) -> HdrHistogram:
+    """Exact merge: the counts add up, no percentile is averaged."""
+    total = new_histogram()
+    for item in encoded:
+        total.add(decode(item))
+    return total
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, float | int]:
+    """Percentiles in microseconds; zeros when empty (a trial with no success)."""
+    count = histogram.get_total_count()
+    if count == 0:
+        return {"p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0, "mean": 0.0, "count": 0}
+    return {
+        "p50": histogram.get_value_at_percentile(50.0),
+        "p90": histogram.get_value_at_percentile(90.0),
+        "p99": histogram.get_value_at_percentile(99.0),
+        "p999": histogram.get_value_at_percentile(99.9),
+        "max": histogram.get_max_value(),
+        "mean": round(histogram.get_mean_value(), 1),
+        "count": count,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareResult:
+    """What one engine process measured for its share of the rate (sent to the master as a dict)."""
+
+    share: int
+    scheduled: int  # measured-window slots this share was asked to send
+    sent: int  # of those, sent before the window closed
+    completed: int  # of those, finished (success or error) before the drain deadline
+    errors: int
+    error_kinds: Mapping[str, int]
+    hdr: Mapping[str, str]
+    cpu_percent: float
+    window_s: float
+    locust_requests: int = 0
+    locust_failures: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "share": self.share,
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
+            "hdr": dict(self.hdr),
+            "cpu_percent": self.cpu_percent,
+            "window_s": self.window_s,
+            "locust_requests": self.locust_requests,
+            "locust_failures": self.locust_failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShareResult:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def invalid_reasons(
+    config: LoadConfig,
+    *,
+    requests: int,
+    scheduled: int,
+    errors: int,
+    lateness_p99_us: float,
+    cpu_percent: float,
+) -> list[str]:
+    """Every reason not to trust this trial, worded so that the user knows what to change."""
+    limits = config.limits
+    reasons: list[str] = []
+    if lateness_p99_us > limits.max_lateness_p99_ms * 1000:
+        reasons.append(
+            f"the generator fell behind: send lateness p99 {lateness_p99_us / 1000:.2f} ms > "
+            f"{limits.max_lateness_p99_ms:g} ms (add --processes or --connections, or lower --rate)"
+        )
+    if scheduled and requests < limits.min_rate_fraction * scheduled:
+        reasons.append(
+            f"achieved rate {requests / config.duration_s:.1f} rps is under "
+            f"{limits.min_rate_fraction:.0%} of the target {config.rate:g} rps "
+            f"({requests} of {scheduled} scheduled requests completed)"
+        )
+    if requests and errors > limits.max_error_fraction * requests:
+        reasons.append(f"errors {errors / requests:.2%} of requests exceed {limits.max_error_fraction:.2%}")
+    if requests == 0:
+        reasons.append("no request completed in the measured window")
+    if cpu_percent > limits.max_cpu_percent:
+        reasons.append(
+            f"the generator's CPU was {cpu_percent:.0f}% > {limits.max_cpu_percent:g}% of a core "
+            "(add --processes, or lower --rate)"
+        )
+    return reasons
+
+
+def build_result(
+    config: LoadConfig, shares: Sequence[ShareResult], *, started_at: str, locust_version: str
+) -> dict[str, Any]:
+    """Merge the shares into one `testbed.load/1` document."""
+    hdr = {name: encode(merge([s.hdr[name] for s in shares])) for name in HISTOGRAMS}
+    latency = {name: summarize(decode(hdr[name])) for name in HISTOGRAMS}
+    requests = sum(s.completed for s in shares)
+    scheduled = sum(s.scheduled for s in shares)
+    errors = sum(s.errors for s in shares)
+    error_kinds: Counter[str] = Counter()
+    for s in shares:
+        error_kinds.update(s.error_kinds)
+    cpu = max(s.cpu_percent for s in shares)
+    reasons = invalid_reasons(
+        config,
+        requests=requests,
+        scheduled=scheduled,
+        errors=errors,
+        lateness_p99_us=float(latency["lateness"]["p99"]),
+        cpu_percent=cpu,
+    )
+    recorded = int(latency["service"]["count"]) + errors
+    if recorded != requests:  # every completed request is either a latency sample or an error
+        reasons.append(f"internal: {recorded} samples and errors for {requests} completed requests")
+    return {
+        "schema": SCHEMA,
+        "target": config.url,
+        "rate": config.rate,
+        "duration_s": config.duration_s,
+        "warmup_s": config.warmup_s,
+        "arrival": config.arrival,
+        "connections": config.connections,
+        "method": config.method,
+        "body_bytes": config.body_bytes,
+        "requests": requests,
+        "scheduled": scheduled,
+        "errors": errors,
+        "error_kinds": dict(sorted(error_kinds.items())),
+        "achieved_rate": round(requests / config.duration_s, 2),
+        "valid": not reasons,
+        "invalid_reasons": reasons,
+        "latency_us": latency,
+        "hdr": hdr,
+        "loadgen": {
+            "cpu_percent": round(cpu, 1),
+            "cpu_percent_per_process": [round(s.cpu_percent, 1) for s in shares],
+            "processes": len(shares),
+            "locust_version": locust_version,
+            "python": platform.python_version(),
+            # Locust's own counts, as a sanity check only: it rounds latencies to whole milliseconds.
+            "locust_requests": sum(s.locust_requests for s in shares),
+            "locust_failures": sum(s.locust_failures for s in shares),
+        },
+        "started_at": started_at,
+    }

@@ -1,0 +1,110 @@
+"""One trial end to end: preflight, the engine in one or several processes, the merged result."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from testbed import proc
+from testbed.errors import TestbedError, UsageError
+from testbed.loadgen.config import LoadConfig
+
+
+def preflight(config: LoadConfig, *, timeout_s: float = 3.0) -> None:
+    """Fail fast, before anything is measured, when the target cannot be reached at all."""
+    parts = urlsplit(config.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except socket.gaierror as e:
+        raise UsageError(f"cannot resolve the host of {config.url}: {e.strerror}") from None
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UsageError(
+            f"cannot reach {config.url}: {reason} (is the server running on {host}:{port}?)"
+        ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_trial(config: LoadConfig) -> dict[str, Any]:
+    """Run the trial and return its `testbed.load/1` document (valid or not)."""
+    preflight(config)
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # Imported here: Locust monkey-patches the whole process with gevent on import.
+    from testbed.loadgen import engine
+    from testbed.loadgen.result import build_result
+
+    shares = engine.run_local(config) if config.processes == 1 else _run_distributed(config, engine)
+    return build_result(config, shares, started_at=started_at, locust_version=engine.LOCUST_VERSION)
+
+
+def _run_distributed(config: LoadConfig, engine: Any) -> list[Any]:
+    port = free_port()
+    workers: list[subprocess.Popen[bytes]] = []
+    logs = tempfile.TemporaryFile()  # noqa: SIM115 (closed in finally; shared by the workers)
+
+    def start_workers() -> None:
+        argv = [sys.executable, "-m", "testbed.loadgen.worker", "127.0.0.1", str(port)]
+        argv += ["--parent-pid", str(os.getpid())]
+        for _ in range(config.processes):
+            workers.append(proc.spawn(argv, stdout=logs, stderr=subprocess.STDOUT))
+
+    try:
+        result: list[Any] = engine.run_master(
+            config, workers=config.processes, bind_port=port, on_listening=start_workers
+        )
+        return result
+    except TestbedError as e:
+        logs.seek(0)
+        tail = logs.read().decode(errors="replace").strip().splitlines()[-5:]
+        raise TestbedError(e.message + ("\nworker log:\n" + "\n".join(tail) if tail else "")) from None
+    finally:
+        for worker in workers:
+            proc.stop(worker, interrupt_timeout=2.0, terminate_timeout=2.0)
+        logs.close()
+
+
+def check_writable(out: str) -> Path | None:
+    """Make sure the result can be written before spending minutes measuring it."""
+    if out == "-":
+        return None
+    directory = Path(out)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"cannot write to the output directory {out}: {e.strerror}; choose another --out"
+        ) from None
+    return directory
+
+
+def write_result(document: str, directory: Path | None) -> Path | None:
+    """Write atomically, so that an interrupted write never leaves half a result."""
+    if directory is None:
+        sys.stdout.write(document + "\n")
+        sys.stdout.flush()
+        return None
+    target = directory / "result.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(document + "\n")
+    os.replace(tmp, target)
+    with contextlib.suppress(OSError):
+        os.chmod(target, 0o644)
+    return target

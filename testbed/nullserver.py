@@ -1,0 +1,116 @@
+"""A calibration target: an HTTP/1.1 keep-alive server with a known delay and known stalls.
+
+It answers every request after `--delay-ms` (slept with nanosleep, far more exact than an event loop's
+millisecond timers) and, with `--stall-ms S --stall-every-s E`, holds every request that arrives during
+the first S ms of each E-second period until the stall ends: the server freezes for S/E of the time,
+which is what closed-loop load generators hide (coordinated omission). One thread per connection.
+`python -m testbed.nullserver --port 0` prints `listening on HOST:PORT` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Behaviour:
+    delay_s: float = 0.0
+    stall_s: float = 0.0
+    stall_every_s: float = 0.0
+    body: bytes = b"ok"
+    status: int = 200
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+    behaviour = Behaviour()
+    epoch = time.monotonic()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: _Server = self.server  # type: ignore[assignment]
+        b = server.behaviour
+        sock: socket.socket = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reason = b"OK" if b.status < 400 else b"Error"
+        response = (
+            b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n"
+            % (b.status, reason, len(b.body))
+        ) + b.body
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(buffer) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            buffer = buffer[length:]
+            if b.stall_s > 0 and b.stall_every_s > 0:
+                phase = (time.monotonic() - server.epoch) % b.stall_every_s
+                if phase < b.stall_s:
+                    time.sleep(b.stall_s - phase)
+            if b.delay_s > 0:
+                time.sleep(b.delay_s)
+            sock.sendall(response)
+
+
+def serve(host: str, port: int, behaviour: Behaviour) -> _Server:
+    server = _Server((host, port), _Handler)
+    server.behaviour = behaviour
+    server.epoch = time.monotonic()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.nullserver")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--stall-ms", type=float, default=0.0)
+    parser.add_argument("--stall-every-s", type=float, default=0.0)
+    parser.add_argument("--body-bytes", type=int, default=2)
+    parser.add_argument("--status", type=int, default=200)
+    args = parser.parse_args(argv)
+    behaviour = Behaviour(
+        delay_s=args.delay_ms / 1000,
+        stall_s=args.stall_ms / 1000,
+        stall_every_s=args.stall_every_s,
+        body=b"x" * args.body_bytes,
+        status=args.status,
+    )
+    server = serve(args.host, args.port, behaviour)
+    host, port = server.socket.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The one place where external programs are run.
+
+`run()` is for commands that finish: it prints `+ cmd`, finds the program with `shutil.which`,
+always has a timeout and raises `CommandError` with the output. `spawn()` starts a long-running
+child in its own process group, and `stop()` ends it in stages (interrupt, terminate, kill), like
+nox's `popen.shutdown_process` and pyperf's `popen_killer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from testbed.errors import CommandError, UsageError
+
+#: Every command gets a timeout; this one is used when the caller gives none.
+DEFAULT_TIMEOUT_S = 120.0
+
+#: Set by `--quiet`; the `+ cmd` echo goes to stderr so that `--out -` keeps stdout clean.
+ECHO = True
+
+
+def _resolve(argv: Sequence[str]) -> list[str]:
+    if not argv:
+        raise ValueError("empty command")
+    program = argv[0]
+    found = program if os.path.sep in program else shutil.which(program)
+    if found is None:
+        raise UsageError(f"{program!r} was not found on PATH: install it, or put its directory on PATH")
+    return [found, *argv[1:]]
+
+
+def _echo(argv: Sequence[str]) -> None:
+    if ECHO:
+        print("+ " + shlex.join(argv), file=sys.stderr, flush=True)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion and capture its output."""
+    _echo(argv)
+    resolved = _resolve(argv)
+    try:
+        result = subprocess.run(
+            resolved,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise CommandError(
+            f"{shlex.join(argv)} did not finish within {timeout:g} s",
+            argv=list(argv),
+            exit_code=None,
+            stdout=_text(e.stdout),
+            stderr=_text(e.stderr),
+        ) from None
+    if check and result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+        raise CommandError(
+            f"{shlex.join(argv)} exited with code {result.returncode}: {last[0]}",
+            argv=list(argv),
+            exit_code=result.returncode,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
+    return result
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+    stderr: IO[bytes] | int | None = subprocess.STDOUT,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child in its own process group; end it with `stop()`."""
+    _echo(argv)
+    resolved = _resolve(argv)
+    return subprocess.Popen(
+        resolved,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+
+
+def stop(
+    process: subprocess.Popen[bytes],
+    *,
+    interrupt_timeout: float = 3.0,
+    terminate_timeout: float = 3.0,
+) -> int:
+    """Stop a child and its whole process group: SIGINT, then SIGTERM, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGINT, interrupt_timeout), (signal.SIGTERM, terminate_timeout)):
+        if process.poll() is not None:
+            break
+        _signal_group(process, sig)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    if process.poll() is None:
+        _signal_group(process, signal.SIGKILL)
+        process.wait(timeout=10)
+    # The leader is gone; make sure nothing it started lingers in its group.
+    _signal_group(process, signal.SIGKILL)
+    return process.returncode
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)

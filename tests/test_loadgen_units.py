@@ -1,0 +1,149 @@
+"""The load engine's pure parts: schedule, validation, merging, validity rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from testbed.errors import UsageError
+from testbed.loadgen.config import LoadConfig, ValidityLimits, parse_header
+from testbed.loadgen.result import (
+    ShareResult,
+    build_result,
+    decode,
+    encode,
+    invalid_reasons,
+    new_histogram,
+    record,
+)
+from testbed.loadgen.schedule import count_in_window, intended_offsets
+
+
+def config(**overrides: object) -> LoadConfig:
+    values: dict[str, object] = {
+        "url": "http://127.0.0.1:9/",
+        "rate": 100.0,
+        "duration_s": 2.0,
+        "warmup_s": 1.0,
+    }
+    values.update(overrides)
+    return LoadConfig(**values)  # type: ignore[arg-type]
+
+
+def test_uniform_schedule_is_exact_and_shares_interleave() -> None:
+    whole = list(intended_offsets(rate=500, total_s=3.0, arrival="uniform"))
+    assert len(whole) == 1500
+    assert whole[:3] == [0.0, 0.002, 0.004]
+    parts = [
+        list(intended_offsets(rate=500, total_s=3.0, arrival="uniform", share=k, shares=3)) for k in range(3)
+    ]
+    assert sorted(itertools.chain(*parts)) == whole
+    assert count_in_window(iter(whole), 1.0) == 1000
+
+
+def test_poisson_schedule_has_the_rate_and_is_reproducible() -> None:
+    a = list(intended_offsets(rate=1000, total_s=20.0, arrival="poisson", seed=7))
+    b = list(intended_offsets(rate=1000, total_s=20.0, arrival="poisson", seed=7))
+    assert a == b
+    assert 19_000 < len(a) < 21_000  # 20,000 expected, sd about 141
+    gaps = [y - x for x, y in itertools.pairwise(a)]
+    assert abs(sum(gaps) / len(gaps) - 0.001) < 0.0001
+    # Exponential gaps: the coefficient of variation is 1, far from a uniform schedule's 0.
+    mean = sum(gaps) / len(gaps)
+    sd = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert 0.9 < sd / mean < 1.1
+    other = list(intended_offsets(rate=1000, total_s=20.0, arrival="poisson", seed=7, share=1, shares=2))
+    assert other != a[: len(other)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"url": "ftp://x/"}, "not an http:// or https:// URL"),
+        ({"url": "127.0.0.1:80"}, "not an http:// or https:// URL"),
+        ({"url": "http://127.0.0.1:99999/"}, "invalid port"),
+        ({"rate": 0.0}, "--rate must be positive"),
+        ({"rate": -5.0}, "--rate must be positive"),
+        ({"duration_s": 0.0}, "--duration must be positive"),
+        ({"warmup_s": -1.0}, "--warmup"),
+        ({"connections": 0}, "--connections"),
+        ({"processes": 0}, "--processes"),
+        ({"arrival": "burst"}, "--arrival must be one of uniform, poisson"),
+        ({"method": "GE T"}, "--method"),
+    ],
+)
+def test_bad_configuration_names_the_option(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        config(**overrides)
+
+
+def test_header_parsing() -> None:
+    assert parse_header("X-Test: a:b ") == ("X-Test", "a:b")
+    with pytest.raises(UsageError, match="--header 'nocolon'"):
+        parse_header("nocolon")
+
+
+def test_config_round_trips_through_json() -> None:
+    original = config(
+        headers=(("a", "b"),), limits=ValidityLimits(max_error_fraction=0.05), arrival="poisson"
+    )
+    assert LoadConfig.from_json(original.to_json()) == original
+
+
+def test_validity_rules_give_reasons() -> None:
+    c = config(rate=1000.0, duration_s=10.0)
+    good = invalid_reasons(
+        c, requests=10_000, scheduled=10_000, errors=0, lateness_p99_us=900, cpu_percent=50
+    )
+    assert good == []
+    late = invalid_reasons(
+        c, requests=10_000, scheduled=10_000, errors=0, lateness_p99_us=2500, cpu_percent=50
+    )
+    assert len(late) == 1 and "fell behind" in late[0]
+    slow = invalid_reasons(c, requests=9_600, scheduled=10_000, errors=0, lateness_p99_us=900, cpu_percent=50)
+    assert len(slow) == 1 and "under 97%" in slow[0]
+    errors = invalid_reasons(
+        c, requests=10_000, scheduled=10_000, errors=101, lateness_p99_us=0, cpu_percent=0
+    )
+    assert len(errors) == 1 and "errors 1.01%" in errors[0]
+    cpu = invalid_reasons(c, requests=10_000, scheduled=10_000, errors=0, lateness_p99_us=0, cpu_percent=95)
+    assert len(cpu) == 1 and "CPU" in cpu[0]
+
+
+def share(index: int, values_us: list[int], *, errors: int = 0) -> ShareResult:
+    hists = {name: new_histogram() for name in ("service", "intended", "lateness")}
+    for v in values_us:
+        record(hists["service"], v / 1e6)
+        record(hists["intended"], (v + 100) / 1e6)
+        record(hists["lateness"], 100 / 1e6)
+    return ShareResult(
+        share=index,
+        scheduled=len(values_us) + errors,
+        sent=len(values_us) + errors,
+        completed=len(values_us) + errors,
+        errors=errors,
+        error_kinds={"HTTP 503": errors} if errors else {},
+        hdr={name: encode(h) for name, h in hists.items()},
+        cpu_percent=10.0 + index,
+        window_s=1.0,
+    )
+
+
+def test_merge_is_exact() -> None:
+    c = config(rate=2.0, duration_s=1.0)
+    result = build_result(c, [share(0, [1000] * 99), share(1, [5000])], started_at="t", locust_version="x")
+    assert result["requests"] == 100
+    assert result["latency_us"]["service"]["count"] == 100
+    assert decode(result["hdr"]["service"]).get_total_count() == 100
+    assert result["latency_us"]["service"]["p50"] == 1000
+    assert 4990 <= result["latency_us"]["service"]["max"] <= 5010
+    assert result["loadgen"]["cpu_percent"] == 11.0
+    assert result["schema"] == "testbed.load/1"
+
+
+def test_values_out_of_range_are_clamped_not_dropped() -> None:
+    h = new_histogram()
+    record(h, 0.0)
+    record(h, 3600.0)
+    assert h.get_total_count() == 2
