@@ -35,6 +35,10 @@ class _Server(socketserver.ThreadingTCPServer):
     behaviour = Behaviour()
     epoch = time.monotonic()
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a client that hangs up is normal here
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:

@@ -89,6 +89,7 @@ class _Share:
         # perf_counter for the schedule; the common start comes as wall-clock time so that it also holds
         # across machines (Locust's distributed mode in a cluster).
         self.t0 = time.perf_counter() + (t0_wall - time.time())
+        self.window_start_unix = t0_wall + config.warmup_s
         self.measure_start = self.t0 + config.warmup_s
         self.end = self.measure_start + config.duration_s
         self.process = psutil.Process()
@@ -172,6 +173,7 @@ class _Share:
             hdr={name: encode(h) for name, h in self.hists.items()},
             cpu_percent=round(cpu_percent, 2),
             window_s=round(window, 4),
+            window_start_unix=self.window_start_unix,
             locust_requests=total.num_requests + reported["num_requests"],
             locust_failures=total.num_failures + reported["num_failures"],
         )

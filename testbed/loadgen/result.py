@@ -76,6 +76,7 @@ class ShareResult:
     hdr: Mapping[str, str]
     cpu_percent: float
     window_s: float
+    window_start_unix: float = 0.0  # wall-clock start of the measured window (after the warm-up)
     locust_requests: int = 0
     locust_failures: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class ShareResult:
             "hdr": dict(self.hdr),
             "cpu_percent": self.cpu_percent,
             "window_s": self.window_s,
+            "window_start_unix": self.window_start_unix,
             "locust_requests": self.locust_requests,
             "locust_failures": self.locust_failures,
         }
@@ -189,4 +191,9 @@ def build_result(
             "locust_failures": sum(s.locust_failures for s in shares),
         },
         "started_at": started_at,
+        # Where the measured window lies in wall-clock time: resource samplers cut their series with it.
+        "window_unix": [
+            round(start := min(s.window_start_unix for s in shares), 3),
+            round(start + config.duration_s, 3),
+        ],
     }

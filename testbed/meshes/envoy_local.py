@@ -276,7 +276,12 @@ def sidecar_bootstrap(sidecar: ServiceSidecar, pki: Pki) -> Json:
         raise UsageError(f"sidecar of {sidecar.service!r}: allowed_callers must not be empty")
     _check_ports(
         f"sidecar of {sidecar.service!r}",
-        [sidecar.admin_port, sidecar.inbound_port, *(d.outbound_port for d in sidecar.downstreams)],
+        [
+            sidecar.app_port,
+            sidecar.admin_port,
+            sidecar.inbound_port,
+            *(d.outbound_port for d in sidecar.downstreams),
+        ],
     )
     leaf = pki.leaf(sidecar.service)
     inbound_cluster = f"inbound|{sidecar.service}"
@@ -318,7 +323,7 @@ def _address(port: int) -> Json:
 def _bootstrap(node: str, admin_port: int, listeners: list[Json], clusters: list[Json]) -> Json:
     return {
         "node": {"id": f"sidecar~{node}", "cluster": node},
-        # No admin access log: the brief is no logs on the data path, and the admin API is polled.
+        # No access log, on the admin or the listeners: logging per request is not what is measured.
         "admin": {"address": _address(admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         # Like Istio, set an explicit (effectively unlimited) downstream connection limit; without one

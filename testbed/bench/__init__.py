@@ -1,0 +1,1 @@
+"""Benchmarks of the testbed itself (nox sessions), not timed tests."""

@@ -1,0 +1,63 @@
+"""The plan of a run: which trials, in which order. Pure data, tested without running anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from testbed.loadgen.config import LoadConfig
+from testbed.scenario import Scenario
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """One measurement: a mesh at a rate, the k-th time."""
+
+    mesh: str
+    rate: float
+    index: int  # 1-based
+
+    @property
+    def path(self) -> PurePosixPath:
+        """Where its result goes inside the run directory: `<mesh>/<rate>/trial-<k>`."""
+        return PurePosixPath(self.mesh, f"{self.rate:g}", f"trial-{self.index}")
+
+
+def plan_trials(scenario: Scenario, meshes: tuple[str, ...]) -> tuple[Trial, ...]:
+    """Rate by rate, trial by trial, the meshes alternated (none, envoy, none, envoy...): drift on the
+    machine during a run then affects every mesh alike instead of biasing whichever ran last."""
+    return tuple(
+        Trial(mesh=mesh, rate=rate, index=k)
+        for rate in scenario.rates
+        for k in range(1, scenario.trials + 1)
+        for mesh in meshes
+    )
+
+
+def load_config(scenario: Scenario, trial: Trial, target_url: str) -> LoadConfig:
+    """The `testbed load` configuration of a trial."""
+    return LoadConfig(
+        url=target_url,
+        rate=trial.rate,
+        duration_s=scenario.duration_s,
+        warmup_s=scenario.warmup_s,
+        connections=scenario.connections,
+        processes=scenario.processes,
+        arrival=scenario.arrival,
+        seed=trial.index,
+    )
+
+
+def load_argv(config: LoadConfig) -> list[str]:
+    """The same trial as a `testbed load` command line (what runs next to the services, or in a pod)."""
+    argv = ["load", config.url, "--rate", f"{config.rate:g}", "--duration", f"{config.duration_s:g}"]
+    argv += ["--warmup", f"{config.warmup_s:g}", "--connections", str(config.connections)]
+    argv += ["--processes", str(config.processes), "--arrival", config.arrival, "--seed", str(config.seed)]
+    argv += ["--timeout", f"{config.timeout_s:g}"]
+    argv += ["--max-error-rate", f"{config.limits.max_error_fraction:g}"]
+    argv += ["--method", config.method]
+    if config.body_bytes:
+        argv += ["--body-bytes", str(config.body_bytes)]
+    for name, value in config.headers:
+        argv += ["--header", f"{name}: {value}"]
+    return argv

@@ -1,0 +1,113 @@
+"""CPU seconds and peak memory per component (app, sidecar, load generator) over a measured window.
+
+A background thread samples every process of each component (and their children) with psutil; the
+cumulative CPU time is interpolated linearly at the window's edges, so that the figures cover exactly
+the measured window and not the start-up or the warm-up. The same `resources` shape is written on kind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+SCHEMA_KEYS = ("cpu_seconds", "vcpu", "peak_rss_mb", "processes")
+
+
+@dataclass
+class _Series:
+    times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)
+
+
+class Sampler:
+    """Samples the processes of each component until stopped; `window()` cuts out the measured part."""
+
+    def __init__(
+        self,
+        components: Mapping[str, Callable[[], Sequence[int]]],
+        *,
+        interval_s: float = 0.2,
+    ) -> None:
+        self._components = components
+        self._interval = interval_s
+        self._series = {name: _Series() for name in components}
+        self._last_cpu: dict[int, float] = {}  # per pid, so that a process that ended still counts
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.time()
+        for name, pids_of in self._components.items():
+            series = self._series[name]
+            cpu_total, rss_total = 0.0, 0.0
+            for pid in _with_children(pids_of()):
+                series.pids.add(pid)
+                with contextlib.suppress(psutil.Error):
+                    p = psutil.Process(pid)
+                    with p.oneshot():
+                        times = p.cpu_times()
+                        self._last_cpu[pid] = times.user + times.system
+                        rss_total += p.memory_info().rss
+            cpu_total = sum(self._last_cpu.get(pid, 0.0) for pid in series.pids)
+            series.times.append(now)
+            series.cpu.append(cpu_total)
+            series.rss.append(rss_total)
+
+    def window(self, start_unix: float, end_unix: float) -> dict[str, Any]:
+        """`{"window_s", "components": {name: {cpu_seconds, vcpu, peak_rss_mb, processes}}}`."""
+        length = end_unix - start_unix
+        out: dict[str, Any] = {}
+        for name, s in self._series.items():
+            cpu = _interpolate(s.times, s.cpu, end_unix) - _interpolate(s.times, s.cpu, start_unix)
+            inside = [r for t, r in zip(s.times, s.rss, strict=True) if start_unix <= t <= end_unix]
+            out[name] = {
+                "cpu_seconds": round(cpu, 4),
+                "vcpu": round(cpu / length, 4) if length > 0 else 0.0,
+                "peak_rss_mb": round(max(inside or s.rss or [0.0]) / 2**20, 1),
+                "processes": len(s.pids),
+            }
+        return {"window_s": round(length, 3), "source": "psutil", "components": out}
+
+
+def _with_children(pids: Sequence[int]) -> list[int]:
+    found: list[int] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(pid)
+            found.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
+    return found
+
+
+def _interpolate(times: Sequence[float], values: Sequence[float], at: float) -> float:
+    """The cumulative value at `at`, linear between samples, clamped at the ends."""
+    if not times:
+        return 0.0
+    i = bisect.bisect_left(times, at)
+    if i == 0:
+        return values[0]
+    if i >= len(times):
+        return values[-1]
+    t0, t1, v0, v1 = times[i - 1], times[i], values[i - 1], values[i]
+    return v0 + (v1 - v0) * (at - t0) / (t1 - t0) if t1 > t0 else v1

@@ -1,0 +1,105 @@
+"""Scenarios: the load profile of a run (rates, durations, trials), read from `scenarios/NAME.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from testbed.errors import ConfigError
+from testbed.loadgen.config import ARRIVALS, Arrival
+
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """What load each trial sends, and how many trials per (mesh, rate)."""
+
+    name: str
+    description: str
+    rates: tuple[float, ...]
+    duration_s: float
+    warmup_s: float
+    trials: int
+    connections: int = 16
+    arrival: Arrival = "uniform"
+    processes: int = 1
+    cooldown_s: float = 1.0
+    source: Path | None = None
+
+
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "description": str,
+    "rates": list,
+    "duration_s": (int, float),
+    "warmup_s": (int, float),
+    "trials": int,
+    "connections": int,
+    "arrival": str,
+    "processes": int,
+    "cooldown_s": (int, float),
+}
+_REQUIRED = ("rates", "duration_s", "warmup_s", "trials")
+
+
+def available_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a scenario by bare name (`steady`) or path, validated field by field."""
+    text = str(name_or_path)
+    path = Path(text) if ("/" in text or text.endswith(".toml")) else SCENARIOS_DIR / f"{text}.toml"
+    if not path.is_file():
+        known = ", ".join(available_scenarios()) or "none"
+        raise ConfigError(f"unknown scenario {text!r} (known: {known}; or give a path to a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_scenario(data, path=path)
+
+
+def parse_scenario(data: Mapping[str, Any], *, path: Path) -> Scenario:
+    def fail(field: str, problem: str) -> ConfigError:
+        return ConfigError(f"{path}: {field}: {problem}")
+
+    for key, value in data.items():
+        if key not in _KEYS:
+            raise fail(key, f"unknown key (expected one of: {', '.join(_KEYS)})")
+        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
+            raise fail(key, f"has the wrong type {type(value).__name__}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise fail(key, "missing")
+    rates = data["rates"]
+    if not rates or not all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in rates):
+        raise fail("rates", "must be a non-empty list of positive numbers (requests per second)")
+    positive = {"duration_s": data["duration_s"], "trials": data["trials"]}
+    positive |= {k: data[k] for k in ("connections", "processes") if k in data}
+    for key, value in positive.items():
+        if value <= 0:
+            raise fail(key, f"must be positive, got {value}")
+    for key in ("warmup_s", "cooldown_s"):
+        if data.get(key, 0) < 0:
+            raise fail(key, f"must be zero or positive, got {data[key]}")
+    arrival = data.get("arrival", "uniform")
+    if arrival not in ARRIVALS:
+        raise fail("arrival", f"must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    return Scenario(
+        name=data.get("name", path.stem),
+        description=data.get("description", ""),
+        rates=tuple(float(r) for r in rates),
+        duration_s=float(data["duration_s"]),
+        warmup_s=float(data["warmup_s"]),
+        trials=int(data["trials"]),
+        connections=int(data.get("connections", 16)),
+        arrival=cast(Arrival, arrival),
+        processes=int(data.get("processes", 1)),
+        cooldown_s=float(data.get("cooldown_s", 1.0)),
+        source=path,
+    )
