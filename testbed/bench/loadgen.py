@@ -21,7 +21,10 @@ from testbed import proc
 from testbed.errors import TestbedError
 from testbed.loadgen.trial import free_port
 
-RAMP = (1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 15000)
+RAMP = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000)
+#: A rate counts as kept valid when most of these trials at it are valid: one noisy second on a shared
+#: machine must not decide the figure either way.
+TRIES = 3
 
 
 def engine(url: str, rate: float, *, duration: float, warmup: float, connections: int = 16) -> dict[str, Any]:
@@ -76,47 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_listening(port)
-        steps = []
-        best: dict[str, Any] | None = None
-        first_invalid: float | None = None
+        steps: list[dict[str, Any]] = []
+        best: float | None = None
         for rate in RAMP:
-            result = engine(url, rate, duration=args.duration, warmup=1.0)
-            steps.append(result)
-            print(summary(result), flush=True)
-            if not result["valid"]:
-                first_invalid = rate
+            tries = []
+            for _ in range(TRIES):
+                tries.append(engine(url, rate, duration=args.duration, warmup=1.0))
+                print(summary(tries[-1]), flush=True)
+            steps += tries
+            if sum(t["valid"] for t in tries) * 2 <= TRIES:
                 break
-            best = result
-        if best is not None and first_invalid is not None:
-            low, high = float(best["rate"]), first_invalid
-            while high - low > 250:
-                mid = round((low + high) / 2 / 50) * 50
-                result = engine(url, mid, duration=args.duration, warmup=1.0)
-                steps.append(result)
-                print(summary(result), flush=True)
-                if result["valid"]:
-                    best, low = result, mid
-                else:
-                    high = mid
+            best = rate
         floor = engine(url, 1000, duration=10.0, warmup=2.0)
         print(summary(floor), flush=True)
         reference = wrk(url, connections=1, seconds=10)
         throughput = wrk(url, connections=16, seconds=5)
+        raw_out = proc.run([sys.executable, "-m", "testbed.bench.rawclient", url, "5"], timeout=60).stdout
+        raw = json.loads(raw_out)
     finally:
         proc.stop(server)
     figures = {
-        "highest_valid_rate_one_process": best["rate"] if best else None,
+        "highest_valid_rate_one_process": best,
         "engine_floor_service_p50_us_at_1000rps": floor["latency_us"]["service"]["p50"],
         "engine_floor_valid": floor["valid"],
         "wrk_t1_c1_p50_us": reference["p50_us"],
         "wrk_t1_c1_rps": reference["rps"],
         "wrk_t1_c16_rps": throughput["rps"],
+        "raw_geventhttpclient_closed_loop_rps": raw["rps"],
+        "raw_geventhttpclient_cpu_us_per_request": raw["cpu_us_per_request"],
     }
     figures["floor_ratio_engine_over_wrk"] = round(
         figures["engine_floor_service_p50_us_at_1000rps"] / reference["p50_us"], 2
     )
     if best:
-        figures["valid_rate_over_wrk_c16_throughput"] = round(best["rate"] / throughput["rps"], 3)
+        figures["valid_rate_over_wrk_c16_throughput"] = round(best / throughput["rps"], 3)
+        figures["valid_rate_over_raw_client_ceiling"] = round(best / raw["rps"], 3)
     print("\nbench-loadgen (one engine process, null server on loopback)")
     for key, value in figures.items():
         print(f"  {key:42} {value}")
