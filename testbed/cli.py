@@ -8,6 +8,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from testbed import __version__, proc
 from testbed.errors import TestbedError, UsageError
@@ -51,6 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--max-error-rate", type=float, default=0.01, help="invalid above this fraction")
     load.add_argument("--out", required=True, help="directory for result.json, or - for stdout")
     load.set_defaults(func=cmd_load)
+
+    run = sub.add_parser(
+        "run",
+        help="a whole benchmark: every mesh, rate and trial of a scenario, then a report",
+        description="Bring the topology up with each mesh, load it trial by trial, and report the overhead.",
+    )
+    run.add_argument("--platform", default="local", help="local (default)")
+    run.add_argument("--mesh", default="none,envoy", help="comma-separated meshes (default none,envoy)")
+    run.add_argument("--scenario", default="steady", help="scenario name in scenarios/ or a .toml path")
+    run.add_argument("--topology", default="shop", help="topology name in scenarios/topologies/ or a path")
+    run.add_argument(
+        "--trials", type=int, default=None, help="override the scenario's trials per mesh and rate"
+    )
+    run.add_argument(
+        "--envoy-concurrency", type=int, default=2, help="Envoy worker threads (Istio's default 2)"
+    )
+    run.add_argument(
+        "--out", default="results", help="parent directory of the run directory (default results)"
+    )
+    run.add_argument(
+        "--run-id", default=None, help="name of the run directory (default: time, platform, scenario)"
+    )
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="the report of a finished (or interrupted) run")
+    report.add_argument("run_dir", help="results/<run-id>")
+    report.add_argument("--baseline", default="none")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -86,6 +115,63 @@ def cmd_load(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _platform(name: str, args: argparse.Namespace) -> Any:
+    if name == "local":
+        from testbed.platforms.local import LocalPlatform
+
+        if args.envoy_concurrency < 1:
+            raise UsageError(f"--envoy-concurrency must be at least 1, got {args.envoy_concurrency}")
+        return LocalPlatform(envoy_concurrency=args.envoy_concurrency)
+    if name in ("kind", "existing"):
+        raise UsageError(f"the {name} platform is not built yet: use --platform local")
+    raise UsageError(f"unknown platform {name!r} (known: local)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from testbed.report import write_report
+    from testbed.run import RunOptions, execute
+    from testbed.scenario import load_scenario
+    from testbed.topology import load_topology
+
+    meshes = tuple(m.strip() for m in args.mesh.split(",") if m.strip())
+    if not meshes:
+        raise UsageError("--mesh names no mesh: give e.g. --mesh none,envoy")
+    if len(set(meshes)) != len(meshes):
+        raise UsageError(f"--mesh {args.mesh!r} names a mesh twice")
+    scenario = load_scenario(args.scenario)
+    if args.trials is not None:
+        if args.trials < 1:
+            raise UsageError(f"--trials must be at least 1, got {args.trials}")
+        scenario = dataclasses.replace(scenario, trials=args.trials)
+    options = RunOptions(
+        platform=_platform(args.platform, args),
+        meshes=meshes,
+        scenario=scenario,
+        topology=load_topology(args.topology),
+        out=Path(args.out),
+        run_id=args.run_id,
+    )
+    run_dir = execute(options)
+    report = write_report(run_dir)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed.report import write_report
+
+    report = write_report(Path(args.run_dir), baseline=args.baseline)
+    print(report.read_text())
+    print(f"report: {report}")
     return 0
 
 

@@ -1,0 +1,38 @@
+"""Platforms: where a topology runs. One module each behind `Platform`, registered in `PLATFORMS`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from testbed.loadgen.config import LoadConfig
+from testbed.topology import Topology
+
+
+class Deployment(Protocol):
+    """A topology up and running with a mesh: where to send load, and how to prove the mesh works."""
+
+    mesh: str
+    target_url: str
+
+
+class Platform(Protocol):
+    name: str
+
+    def check_meshes(self, meshes: tuple[str, ...]) -> None:
+        """Raise `UsageError` for a mesh this platform cannot run, before anything starts."""
+
+    def versions(self, meshes: tuple[str, ...]) -> dict[str, str]:
+        """Versions of what this platform runs (recorded in run.json)."""
+
+    def deploy(self, topology: Topology, mesh: str, workdir: Path) -> AbstractContextManager[Any]:
+        """Bring the topology up with the mesh; tear it all down on exit, whatever happened."""
+
+    def measure(self, deployment: Any, config: LoadConfig, trial_dir: Path) -> dict[str, Any]:
+        """Run one trial; its `testbed.load/1` result plus `resources` and `mesh_evidence`."""
+
+
+def iter_platforms() -> Iterator[str]:
+    yield from ("local",)

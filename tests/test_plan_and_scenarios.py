@@ -1,0 +1,75 @@
+"""Pure planning: scenario files, the order of trials, the load command of a trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.plan import load_argv, load_config, plan_trials
+from testbed.scenario import load_scenario
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_scenarios_load() -> None:
+    steady = load_scenario("steady")
+    assert steady.rates == (200.0, 1000.0) and steady.trials == 3
+    smoke = load_scenario("smoke")
+    assert smoke.trials == 1 and smoke.duration_s <= 5
+
+
+def test_plan_alternates_meshes_trial_by_trial(tmp_path: Path) -> None:
+    scenario = load_scenario(
+        write(tmp_path, "rates = [200, 1000]\nduration_s = 5\nwarmup_s = 1\ntrials = 2\n")
+    )
+    plan = plan_trials(scenario, ("none", "envoy"))
+    assert [(t.mesh, t.rate, t.index) for t in plan] == [
+        ("none", 200, 1), ("envoy", 200, 1), ("none", 200, 2), ("envoy", 200, 2),
+        ("none", 1000, 1), ("envoy", 1000, 1), ("none", 1000, 2), ("envoy", 1000, 2),
+    ]  # fmt: skip
+    assert str(plan[1].path) == "envoy/200/trial-1"
+
+
+def test_load_command_of_a_trial(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, "rates = [250]\nduration_s = 10\nwarmup_s = 3\ntrials = 1\n"))
+    trial = plan_trials(scenario, ("none",))[0]
+    argv = load_argv(load_config(scenario, trial, "http://127.0.0.1:8080/"))
+    assert argv == [
+        "load", "http://127.0.0.1:8080/", "--rate", "250", "--duration", "10", "--warmup", "3",
+        "--connections", "16", "--processes", "1", "--arrival", "uniform", "--seed", "1",
+        "--timeout", "10", "--max-error-rate", "0.01", "--method", "GET",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("duration_s = 5\nwarmup_s = 1\ntrials = 1\n", "rates: missing"),
+        ("rates = []\nduration_s = 5\nwarmup_s = 1\ntrials = 1\n", "rates: must be a non-empty list"),
+        ("rates = [-1]\nduration_s = 5\nwarmup_s = 1\ntrials = 1\n", "rates: must be a non-empty list"),
+        ("rates = [1]\nduration_s = 0\nwarmup_s = 1\ntrials = 1\n", "duration_s: must be positive"),
+        ("rates = [1]\nduration_s = 5\nwarmup_s = -1\ntrials = 1\n", "warmup_s: must be zero or positive"),
+        ("rates = [1]\nduration_s = 5\nwarmup_s = 1\ntrials = 0\n", "trials: must be positive"),
+        ("rates = [1]\nduration_s = '5'\nwarmup_s = 1\ntrials = 1\n", "duration_s: has the wrong type"),
+        ("rates = [1]\nduration_s = 5\nwarmup_s = 1\ntrials = 1\nrate = 3\n", "rate: unknown key"),
+        ("rates = [1]\nduration_s = 5\nwarmup_s = 1\ntrials = 1\narrival = 'x'\n", "arrival: must be one of"),
+        ("rates = [1\n", "not valid TOML"),
+    ],
+)
+def test_bad_scenario_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert str(path) in info.value.message
+    assert field in info.value.message
+
+
+def test_unknown_scenario_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"known: .*smoke.*steady"):
+        load_scenario("nope")
