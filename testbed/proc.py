@@ -99,8 +99,15 @@ def spawn(
     cwd: Path | None = None,
     stdout: IO[bytes] | int | None = subprocess.DEVNULL,
     stderr: IO[bytes] | int | None = subprocess.STDOUT,
+    nice: int = 0,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running child in its own process group; end it with `stop()`."""
+    """Start a long-running child in its own process group; end it with `stop()`.
+
+    `nice` lowers the child's CPU priority from its start (coreutils' `nice` execs it, keeping the pid),
+    so that every thread it creates inherits it; `preexec_fn` would be unsafe beside threads.
+    """
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
     _echo(argv)
     resolved = _resolve(argv)
     return subprocess.Popen(

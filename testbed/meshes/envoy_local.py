@@ -549,6 +549,7 @@ def start_sidecar(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     ready_timeout: float = 20.0,
+    nice: int = 0,
 ) -> Sidecar:
     """Write the bootstrap, start Envoy and wait until the admin says LIVE and every listener is bound."""
     if concurrency < 1:
@@ -577,7 +578,7 @@ def start_sidecar(
         "warn",
     ]
     with log_path.open("wb") as log:
-        process = proc.spawn(argv, stdout=log, stderr=subprocess.STDOUT)
+        process = proc.spawn(argv, stdout=log, stderr=subprocess.STDOUT, nice=nice)
     sidecar = Sidecar(
         name=name,
         process=process,

@@ -44,7 +44,7 @@ class NoMesh:
 
     name = "none"
 
-    def __init__(self, topology: Topology, *, concurrency: int = 2) -> None:
+    def __init__(self, topology: Topology, *, concurrency: int = 2, nice: int = 0) -> None:
         self.topology = topology
 
     def routes(self) -> Callable[[str, str], str] | None:
@@ -71,9 +71,12 @@ class EnvoySidecars:
 
     name = "envoy"
 
-    def __init__(self, topology: Topology, *, concurrency: int = envoy_local.DEFAULT_CONCURRENCY) -> None:
+    def __init__(
+        self, topology: Topology, *, concurrency: int = envoy_local.DEFAULT_CONCURRENCY, nice: int = 0
+    ) -> None:
         self.topology = topology
         self.concurrency = concurrency
+        self.nice = nice
         pairs = [(s.name, callee) for s in topology.services for callee in s.calls]
         ports = iter(free_ports(len(pairs) + 2 * len(topology.services) + 2))
         self.outbound = {pair: next(ports) for pair in pairs}
@@ -127,7 +130,7 @@ class EnvoySidecars:
 
     def _start(self, name: str, bootstrap: dict[str, Any], workdir: Path) -> None:
         self.sidecars.append(
-            envoy_local.start_sidecar(name, bootstrap, workdir, concurrency=self.concurrency)
+            envoy_local.start_sidecar(name, bootstrap, workdir, concurrency=self.concurrency, nice=self.nice)
         )
 
     def pids(self) -> list[int]:
@@ -192,4 +195,4 @@ def _check_path(url: str, sidecars: list[Sidecar], timeout_s: float = 10.0) -> N
     raise TestbedError(f"a request through the Envoy sidecars to {url} failed: {last}\n{logs}")
 
 
-LOCAL_MESHES: dict[str, type[NoMesh] | type[EnvoySidecars]] = {"none": NoMesh, "envoy": EnvoySidecars}
+LOCAL_MESHES: dict[str, Callable[..., LocalMesh]] = {"none": NoMesh, "envoy": EnvoySidecars}

@@ -17,11 +17,16 @@ from testbed import proc
 from testbed.errors import TestbedError, UsageError
 from testbed.loadgen.config import LoadConfig
 from testbed.meshes import NOT_LOCAL
-from testbed.meshes.local import LOCAL_MESHES, EnvoySidecars, LocalMesh
+from testbed.meshes.local import LOCAL_MESHES, LocalMesh
 from testbed.plan import load_argv
 from testbed.platforms.local_services import RunningTopology, start_topology
 from testbed.resources import Sampler
 from testbed.topology import Topology
+
+#: The services and sidecars run at a lower CPU priority than the load generator: on one shared machine
+#: the generator must send on time (as it would from a node of its own), or every trial is invalid. The
+#: system under test still gets every cycle that the generator does not use.
+SUT_NICE = 5
 
 
 @dataclass
@@ -35,8 +40,9 @@ class LocalDeployment:
 class LocalPlatform:
     name = "local"
 
-    def __init__(self, *, envoy_concurrency: int = 2) -> None:
+    def __init__(self, *, envoy_concurrency: int = 2, sut_nice: int = SUT_NICE) -> None:
         self.envoy_concurrency = envoy_concurrency
+        self.sut_nice = sut_nice
 
     def check_meshes(self, meshes: tuple[str, ...]) -> None:
         for mesh in meshes:
@@ -59,13 +65,8 @@ class LocalPlatform:
 
     @contextmanager
     def deploy(self, topology: Topology, mesh: str, workdir: Path) -> Iterator[LocalDeployment]:
-        kind = LOCAL_MESHES[mesh]
-        data_plane: LocalMesh = (
-            EnvoySidecars(topology, concurrency=self.envoy_concurrency)
-            if kind is EnvoySidecars
-            else kind(topology)
-        )
-        running = start_topology(topology, workdir, downstream_url=data_plane.routes())
+        data_plane = LOCAL_MESHES[mesh](topology, concurrency=self.envoy_concurrency, nice=self.sut_nice)
+        running = start_topology(topology, workdir, downstream_url=data_plane.routes(), nice=self.sut_nice)
         try:
             target = data_plane.start(running, workdir)
             yield LocalDeployment(mesh=mesh, target_url=target, running=running, data_plane=data_plane)

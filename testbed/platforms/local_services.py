@@ -98,6 +98,7 @@ def start_topology(
     *,
     downstream_url: Callable[[str, str], str] | None = None,
     health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
+    nice: int = 0,
 ) -> RunningTopology:
     """Start every service of `topology` (logs in `workdir/<service>.log`) and wait until all are healthy."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def start_topology(
             for callee in service.calls:
                 argv += ["--downstream", f"{callee}={url_of(service.name, callee)}"]
             with log.open("wb") as out:
-                process = proc.spawn(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+                process = proc.spawn(argv, env=env, stdout=out, stderr=subprocess.STDOUT, nice=nice)
             started.append(
                 RunningService(name=service.name, port=ports[service.name], process=process, log=log)
             )
