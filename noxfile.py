@@ -35,3 +35,11 @@ def bench_loadgen(session: nox.Session) -> None:
     """The engine against a null server on loopback: highest valid rate, latency floor, and wrk beside it."""
     session.install("-e", ".")
     session.run("python", "-m", "testbed.bench.loadgen", *session.posargs)
+
+
+@nox.session(name="bench-local", python=PYTHON, tags=["bench"])
+def bench_local(session: nox.Session) -> None:
+    """The main job: the `steady` scenario on the local platform, no mesh against Envoy sidecars, a report."""
+    session.install("-e", ".")
+    args = session.posargs or ["--scenario", "steady"]
+    session.run("testbed", "run", "--platform", "local", "--mesh", "none,envoy", *args)

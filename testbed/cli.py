@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     load.add_argument("--seed", type=int, default=1, help="seed of the Poisson arrivals")
     load.add_argument("--max-error-rate", type=float, default=0.01, help="invalid above this fraction")
+    load.add_argument(
+        "--max-lateness-ms",
+        type=float,
+        default=2.0,
+        help="invalid when send lateness p99 exceeds this (default 2)",
+    )
     load.add_argument("--out", required=True, help="directory for result.json, or - for stdout")
     load.set_defaults(func=cmd_load)
 
@@ -100,7 +106,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         headers=tuple(parse_header(h) for h in args.header),
         timeout_s=args.timeout,
         seed=args.seed,
-        limits=ValidityLimits(max_error_fraction=args.max_error_rate),
+        limits=ValidityLimits(
+            max_error_fraction=args.max_error_rate, max_lateness_p99_ms=args.max_lateness_ms
+        ),
     )
     directory = check_writable(args.out)
     result = run_trial(config)

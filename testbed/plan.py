@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from testbed.loadgen.config import LoadConfig
+from testbed.loadgen.config import LoadConfig, ValidityLimits
 from testbed.scenario import Scenario
 
 
@@ -45,6 +45,7 @@ def load_config(scenario: Scenario, trial: Trial, target_url: str) -> LoadConfig
         processes=scenario.processes,
         arrival=scenario.arrival,
         seed=trial.index,
+        limits=ValidityLimits(max_lateness_p99_ms=scenario.max_lateness_ms),
     )
 
 
@@ -55,6 +56,7 @@ def load_argv(config: LoadConfig) -> list[str]:
     argv += ["--processes", str(config.processes), "--arrival", config.arrival, "--seed", str(config.seed)]
     argv += ["--timeout", f"{config.timeout_s:g}"]
     argv += ["--max-error-rate", f"{config.limits.max_error_fraction:g}"]
+    argv += ["--max-lateness-ms", f"{config.limits.max_lateness_p99_ms:g}"]
     argv += ["--method", config.method]
     if config.body_bytes:
         argv += ["--body-bytes", str(config.body_bytes)]

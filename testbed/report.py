@@ -23,8 +23,11 @@ def markdown(meta: dict[str, Any], table: list[Cell], *, baseline: str = "none")
         f"Platform `{meta.get('platform')}`, scenario `{meta.get('scenario', {}).get('name')}`, "
         f"topology `{meta.get('topology', {}).get('name')}`, {meta.get('host', {}).get('cpu_count')} cores "
         f"({meta.get('host', {}).get('cpu_model')}). Latency is the load generator's service time "
-        "(from the actual send), pooled over the valid trials; the range is across trials. "
-        f"Overhead is over `{baseline}`.",
+        "(timed on the wire: first request byte out, last response byte in), pooled over the valid trials; "
+        "the range is across trials. "
+        f"Overhead is over `{baseline}`. A trial counts when its generator kept to the schedule "
+        f"(send lateness p99 at most {meta.get('scenario', {}).get('max_lateness_ms', 2)} ms), "
+        "reached 97% of the rate, had at most 1% errors and used at most 90% of a core.",
         "",
         "| mesh | rate (rps) | valid trials | p50 ms | p50 range | p99 ms | p99 range "
         "| added p50 ms | added p99 ms | CPU per 1k rps (vCPU) |",

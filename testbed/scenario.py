@@ -28,6 +28,7 @@ class Scenario:
     arrival: Arrival = "uniform"
     processes: int = 1
     cooldown_s: float = 1.0
+    max_lateness_ms: float = 2.0
     source: Path | None = None
 
 
@@ -42,6 +43,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "arrival": str,
     "processes": int,
     "cooldown_s": (int, float),
+    "max_lateness_ms": (int, float),
 }
 _REQUIRED = ("rates", "duration_s", "warmup_s", "trials")
 
@@ -84,6 +86,8 @@ def parse_scenario(data: Mapping[str, Any], *, path: Path) -> Scenario:
     for key, value in positive.items():
         if value <= 0:
             raise fail(key, f"must be positive, got {value}")
+    if data.get("max_lateness_ms", 2.0) <= 0:
+        raise fail("max_lateness_ms", f"must be positive, got {data['max_lateness_ms']}")
     for key in ("warmup_s", "cooldown_s"):
         if data.get(key, 0) < 0:
             raise fail(key, f"must be zero or positive, got {data[key]}")
@@ -101,5 +105,6 @@ def parse_scenario(data: Mapping[str, Any], *, path: Path) -> Scenario:
         arrival=cast(Arrival, arrival),
         processes=int(data.get("processes", 1)),
         cooldown_s=float(data.get("cooldown_s", 1.0)),
+        max_lateness_ms=float(data.get("max_lateness_ms", 2.0)),
         source=path,
     )

@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_scenarios_load() -> None:
     steady = load_scenario("steady")
-    assert steady.rates == (200.0, 1000.0) and steady.trials == 3
+    assert steady.rates == (100.0, 200.0) and steady.trials == 3
     smoke = load_scenario("smoke")
     assert smoke.trials == 1 and smoke.duration_s <= 5
 
@@ -43,7 +43,7 @@ def test_load_command_of_a_trial(tmp_path: Path) -> None:
     assert argv == [
         "load", "http://127.0.0.1:8080/", "--rate", "250", "--duration", "10", "--warmup", "3",
         "--connections", "16", "--processes", "1", "--arrival", "uniform", "--seed", "1",
-        "--timeout", "10", "--max-error-rate", "0.01", "--method", "GET",
+        "--timeout", "10", "--max-error-rate", "0.01", "--max-lateness-ms", "2", "--method", "GET",
     ]  # fmt: skip
 
 

@@ -94,6 +94,10 @@ def validate(config: LoadConfig) -> None:
             f"--method must be an HTTP method such as GET or POST, got {config.method!r}",
         ),
         (
+            config.limits.max_lateness_p99_ms > 0,
+            f"--max-lateness-ms must be positive, got {config.limits.max_lateness_p99_ms:g}",
+        ),
+        (
             0 <= config.limits.max_error_fraction <= 1,
             f"--max-error-rate must be a fraction between 0 and 1, got {config.limits.max_error_fraction:g}",
         ),
