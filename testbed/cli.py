@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from testbed.loadgen.config import LoadConfig, ValidityLimits, parse_header
+    from testbed.loadgen.result import verdict
     from testbed.loadgen.trial import check_writable, run_trial, write_result
 
     config = LoadConfig(
@@ -115,11 +116,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     target = write_result(json.dumps(result, indent=2), directory)
     if target is not None:
         lat = result["latency_us"]
-        verdict = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
         print(
             f"{result['requests']} requests at {result['achieved_rate']:g} rps; "
             f"service p50 {lat['service']['p50']} us, p99 {lat['service']['p99']} us; "
-            f"intended p99 {lat['intended']['p99']} us; {verdict}",
+            f"intended p99 {lat['intended']['p99']} us; {verdict(result)}",
             file=sys.stderr,
         )
         print(f"wrote {target}", file=sys.stderr)

@@ -17,8 +17,6 @@ from typing import Any
 
 import psutil
 
-SCHEMA_KEYS = ("cpu_seconds", "vcpu", "peak_rss_mb", "processes")
-
 
 @dataclass
 class _Series:
@@ -61,7 +59,7 @@ class Sampler:
         now = time.time()
         for name, pids_of in self._components.items():
             series = self._series[name]
-            cpu_total, rss_total = 0.0, 0.0
+            rss_total = 0.0
             for pid in _with_children(pids_of()):
                 series.pids.add(pid)
                 with contextlib.suppress(psutil.Error):

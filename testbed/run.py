@@ -17,6 +17,7 @@ from typing import Any
 
 from testbed import __version__
 from testbed.errors import Interrupted, TestbedError
+from testbed.loadgen.result import verdict
 from testbed.plan import Trial, load_config, plan_trials
 from testbed.platforms import Platform
 from testbed.scenario import Scenario
@@ -135,8 +136,7 @@ def run_trial(options: RunOptions, trial: Trial, run_dir: Path) -> dict[str, Any
 
 def _one_line(number: int, total: int, trial: Trial, result: dict[str, Any]) -> str:
     service = result["latency_us"]["service"]
-    verdict = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
     return (
         f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: "
-        f"p50 {service['p50'] / 1000:.3f} ms, p99 {service['p99'] / 1000:.3f} ms, {verdict}"
+        f"p50 {service['p50'] / 1000:.3f} ms, p99 {service['p99'] / 1000:.3f} ms, {verdict(result)}"
     )

@@ -17,7 +17,7 @@ from testbed.loadgen.result import (
     new_histogram,
     record,
 )
-from testbed.loadgen.schedule import count_in_window, intended_offsets
+from testbed.loadgen.schedule import intended_offsets
 
 
 def config(**overrides: object) -> LoadConfig:
@@ -39,7 +39,7 @@ def test_uniform_schedule_is_exact_and_shares_interleave() -> None:
         list(intended_offsets(rate=500, total_s=3.0, arrival="uniform", share=k, shares=3)) for k in range(3)
     ]
     assert sorted(itertools.chain(*parts)) == whole
-    assert count_in_window(iter(whole), 1.0) == 1000
+    assert sum(1 for t in whole if t >= 1.0) == 1000
 
 
 def test_poisson_schedule_has_the_rate_and_is_reproducible() -> None:

@@ -102,6 +102,11 @@ class ShareResult:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+def verdict(result: Mapping[str, Any]) -> str:
+    """`valid`, or `INVALID: ` and every reason, for one-line summaries."""
+    return "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
+
+
 def invalid_reasons(
     config: LoadConfig,
     *,

@@ -29,8 +29,3 @@ def intended_offsets(
     while offset < total_s:
         yield offset
         offset += rng.expovariate(share_rate)
-
-
-def count_in_window(offsets: Iterator[float], start_s: float) -> int:
-    """How many of the offsets fall in the measured window (from `start_s` on)."""
-    return sum(1 for t in offsets if t >= start_s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +31,3 @@ class Platform(Protocol):
 
     def measure(self, deployment: Any, config: LoadConfig, trial_dir: Path) -> dict[str, Any]:
         """Run one trial; its `testbed.load/1` result plus `resources` and `mesh_evidence`."""
-
-
-def iter_platforms() -> Iterator[str]:
-    yield from ("local",)
