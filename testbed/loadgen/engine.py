@@ -12,12 +12,14 @@ configuration and the common start time come in a `testbed_go` message and the h
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -297,6 +299,29 @@ def _deadline(config: LoadConfig) -> float:
     return config.warmup_s + config.duration_s + config.timeout_s + 30.0
 
 
+@contextlib.contextmanager
+def _interrupts_to_main_greenlet() -> Iterator[None]:
+    """Deliver SIGINT and SIGTERM as KeyboardInterrupt to the main greenlet only.
+
+    Python runs a signal handler in whichever greenlet happens to be running; when that is one of the
+    send greenlets, gevent's hub prints the KeyboardInterrupt with a traceback before passing it on.
+    gevent's own signal watcher runs in the hub instead, which throws into the main greenlet (as the hub
+    itself does with system errors), so Ctrl-C ends with the one-line message and nothing else.
+    """
+    main = gevent.getcurrent()
+    hub = gevent.get_hub()
+
+    def interrupt() -> None:
+        hub.loop.run_callback(main.throw, KeyboardInterrupt)
+
+    watchers = [gevent.signal_handler(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        yield
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+
+
 def run_local(config: LoadConfig, *, start_delay_s: float = 0.2) -> list[ShareResult]:
     """One process: Locust's LocalRunner with one open-loop user."""
     env = _environment()
@@ -304,14 +329,15 @@ def run_local(config: LoadConfig, *, start_delay_s: float = 0.2) -> list[ShareRe
     on_result, results, done = _collector(1)
     runner.register_message(GO, _on_go)
     runner.register_message(RESULT, on_result)
-    try:
-        runner.start(1, spawn_rate=1)
-        runner.send_message(GO, _go_data(config, 0, 1, time.time() + start_delay_s))
-        if not done.wait(timeout=_deadline(config)):
-            raise TestbedError("the load generator did not report within its deadline")
-        return _shares(results)
-    finally:
-        runner.quit()
+    with _interrupts_to_main_greenlet():
+        try:
+            runner.start(1, spawn_rate=1)
+            runner.send_message(GO, _go_data(config, 0, 1, time.time() + start_delay_s))
+            if not done.wait(timeout=_deadline(config)):
+                raise TestbedError("the load generator did not report within its deadline")
+            return _shares(results)
+        finally:
+            runner.quit()
 
 
 def _go_data(config: LoadConfig, share: int, shares: int, t0: float) -> dict[str, Any]:
@@ -333,26 +359,30 @@ def run_master(
     runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=bind_port)
     on_result, results, done = _collector(workers)
     runner.register_message(RESULT, on_result)
-    try:
-        on_listening()
-        deadline = time.monotonic() + connect_timeout_s
-        while len(runner.clients.ready) < workers:
-            if time.monotonic() > deadline:
+    with _interrupts_to_main_greenlet():
+        try:
+            on_listening()
+            deadline = time.monotonic() + connect_timeout_s
+            while len(runner.clients.ready) < workers:
+                if time.monotonic() > deadline:
+                    raise TestbedError(
+                        f"only {len(runner.clients.ready)} of {workers} load generator workers connected "
+                        f"within {connect_timeout_s:g} s "
+                        f"(check that the workers can reach {bind_host}:{bind_port})"
+                    )
+                gevent.sleep(0.05)
+            client_ids = [c.id for c in runner.clients.ready][:workers]
+            runner.start(workers, spawn_rate=workers * 10)
+            t0 = time.time() + start_delay_s
+            for share, client_id in enumerate(client_ids):
+                runner.send_message(GO, _go_data(config, share, workers, t0), client_id=client_id)
+            if not done.wait(timeout=_deadline(config) + start_delay_s):
                 raise TestbedError(
-                    f"only {len(runner.clients.ready)} of {workers} load generator workers connected within "
-                    f"{connect_timeout_s:g} s (check that the workers can reach {bind_host}:{bind_port})"
+                    f"only {len(results)} of {workers} load generator workers reported in time"
                 )
-            gevent.sleep(0.05)
-        client_ids = [c.id for c in runner.clients.ready][:workers]
-        runner.start(workers, spawn_rate=workers * 10)
-        t0 = time.time() + start_delay_s
-        for share, client_id in enumerate(client_ids):
-            runner.send_message(GO, _go_data(config, share, workers, t0), client_id=client_id)
-        if not done.wait(timeout=_deadline(config) + start_delay_s):
-            raise TestbedError(f"only {len(results)} of {workers} load generator workers reported in time")
-        return _shares(results)
-    finally:
-        runner.quit()
+            return _shares(results)
+        finally:
+            runner.quit()
 
 
 def run_worker(master_host: str, master_port: int, *, parent_pid: int | None = None) -> None:
@@ -363,7 +393,8 @@ def run_worker(master_host: str, master_port: int, *, parent_pid: int | None = N
     env.events.report_to_master.add_listener(_on_report_to_master)  # type: ignore[no-untyped-call]
     if parent_pid is not None:
         gevent.spawn(_exit_with_parent, parent_pid)
-    runner.greenlet.join()
+    with _interrupts_to_main_greenlet():
+        runner.greenlet.join()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
