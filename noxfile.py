@@ -43,3 +43,10 @@ def bench_local(session: nox.Session) -> None:
     session.install("-e", ".")
     args = session.posargs or ["--scenario", "steady"]
     session.run("testbed", "run", "--platform", "local", "--mesh", "none,envoy", *args)
+
+
+@nox.session(python=PYTHON, tags=["setup"])
+def tools(session: nox.Session) -> None:
+    """The pinned CLIs (kind, kubectl, helm, istioctl, linkerd, cilium), verified, into the tool cache."""
+    session.install("-e", ".")
+    session.run("python", "-m", "testbed.tools", *session.posargs)

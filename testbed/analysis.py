@@ -1,87 +1,263 @@
-"""From a run directory to figures: pooled percentiles per (mesh, rate), spread across trials, overhead.
+"""From a run directory to figures: pooled percentiles per (mesh, rate), spread, overhead with intervals.
 
 Percentiles are pooled from the merged HdrHistograms of the valid trials, never averaged per trial
-(methodology.md); the spread across trials is shown beside them so that an unstable result is visible.
+(methodology.md); the spread across trials is kept beside them, and the overhead over the baseline gets
+a 95% bootstrap interval that resamples trials (`stats.py`). The result is `summary()`, the
+`testbed.summary/1` document that the HTML and Markdown reports, `testbed compare` and the SMP export
+all read.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import UsageError
-from testbed.loadgen.result import decode, merge, summarize
+import pandas as pd
 
-PERCENTILES = ("p50", "p90", "p99", "p999", "max")
+from testbed import __version__, stats
+from testbed.errors import UsageError
+
+SUMMARY_SCHEMA = "testbed.summary/1"
+HISTOGRAM = "service"  # timed on the wire: first request byte out, last response byte in
+GATED = ("p50", "p90", "p99", "p999")  # percentiles that get intervals and overheads
+
+#: pyperf-like stability checks.
+MIN_TRIALS = 3
+ROUGH_CI_TRIALS = 5
+MAX_CV = {"p50": 0.10, "p99": 0.25}  # coefficient of variation across trials
 
 
 @dataclass(frozen=True, kw_only=True)
-class Cell:
-    """Everything measured for one (mesh, rate)."""
+class Run:
+    """A run directory read back: run.json, one row per trial, and each trial's histogram counts."""
 
-    mesh: str
-    rate: float
-    pooled: dict[str, float | int]
-    per_trial: dict[str, list[float]]  # percentile -> the valid trials' values, in trial order
-    trials: int
-    valid_trials: int
-    invalid: list[tuple[str, list[str]]] = field(default_factory=list)  # (trial path, reasons)
-    resources: dict[str, dict[str, float]] = field(default_factory=dict)  # component -> mean figures
-
-    def spread(self, percentile: str) -> tuple[float, float]:
-        values = self.per_trial.get(percentile) or [0.0]
-        return min(values), max(values)
+    path: Path
+    meta: dict[str, Any]
+    trials: pd.DataFrame
+    counts: dict[str, stats.Counts]  # trial path -> counts of its `service` histogram
 
 
-def load_run(run_dir: Path) -> tuple[dict[str, Any], list[tuple[Path, dict[str, Any]]]]:
+def load_run(run_dir: Path) -> Run:
     """run.json and every trial's result.json under it."""
     meta_path = run_dir / "run.json"
     if not meta_path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no run.json): give results/<run-id>")
-    meta = json.loads(meta_path.read_text())
-    trials = [(p.parent, json.loads(p.read_text())) for p in sorted(run_dir.glob("*/*/trial-*/result.json"))]
-    return meta, trials
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{meta_path} is not valid JSON ({e}): was the run written by testbed?") from e
+    if not str(meta.get("schema", "")).startswith("testbed.run/"):
+        raise UsageError(f"{meta_path} is not a testbed run record (schema {meta.get('schema')!r})")
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, stats.Counts] = {}
+    for path in sorted(run_dir.glob("*/*/trial-*/result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path} is not valid JSON ({e}): remove the damaged trial and retry") from e
+        key = str(path.parent.relative_to(run_dir))
+        rows.append(_trial_row(key, result))
+        counts[key] = stats.counts(result["hdr"][HISTOGRAM])
+    trials = pd.DataFrame(rows, columns=_COLUMNS if not rows else None)
+    return Run(path=run_dir, meta=meta, trials=trials, counts=counts)
 
 
-def cells(trials: list[tuple[Path, dict[str, Any]]], *, histogram: str = "service") -> list[Cell]:
-    """Group the trials by (mesh, rate) and pool the valid ones."""
-    groups: dict[tuple[str, float], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
-    for path, result in trials:
-        groups[(result["mesh"], float(result["rate"]))].append((path, result))
-    out = []
-    for (mesh, rate), members in sorted(groups.items()):
-        valid = [r for _, r in members if r["valid"]]
-        pooled = summarize(merge([r["hdr"][histogram] for r in valid])) if valid else {}
-        per_trial: dict[str, list[float]] = {p: [] for p in PERCENTILES}
-        for r in valid:
-            s = summarize(decode(r["hdr"][histogram]))
-            for p in PERCENTILES:
-                per_trial[p].append(float(s[p]))
-        resources: dict[str, dict[str, float]] = defaultdict(dict)
-        for r in valid:
-            for component, figures in r.get("resources", {}).get("components", {}).items():
-                for key in ("vcpu", "peak_rss_mb"):
-                    resources[component][key] = resources[component].get(key, 0.0) + figures[key] / len(valid)
-        out.append(
-            Cell(
-                mesh=mesh,
-                rate=rate,
-                pooled=pooled,
-                per_trial=per_trial,
-                trials=len(members),
-                valid_trials=len(valid),
-                invalid=[(str(p), r["invalid_reasons"]) for p, r in members if not r["valid"]],
-                resources=dict(resources),
-            )
-        )
+_COLUMNS = ["path", "mesh", "rate", "trial", "valid", "reasons", "requests", "errors", "achieved_rate"]
+
+
+def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "path": key,
+        "mesh": result["mesh"],
+        "rate": float(result["rate"]),
+        "trial": int(result.get("trial", 0)),
+        "valid": bool(result["valid"]),
+        "reasons": list(result.get("invalid_reasons", [])),
+        "requests": int(result["requests"]),
+        "errors": int(result["errors"]),
+        "achieved_rate": float(result["achieved_rate"]),
+        "duration_s": float(result["duration_s"]),
+        "lateness_p99_us": float(result["latency_us"]["lateness"]["p99"]),
+        "intended_p99_us": float(result["latency_us"]["intended"]["p99"]),
+        "loadgen_cpu_percent": float(result["loadgen"]["cpu_percent"]),
+    }
+    for name in stats.PERCENTILES:
+        row[f"{name}_us"] = float(result["latency_us"][HISTOGRAM][name])
+    for component, figures in result.get("resources", {}).get("components", {}).items():
+        row[f"res:{component}:vcpu"] = float(figures["vcpu"])
+        row[f"res:{component}:mb"] = float(figures["peak_rss_mb"])
+        row[f"res:{component}:processes"] = int(figures["processes"])
+    return row
+
+
+def _interval(i: stats.Interval | None, scale: float = 1.0) -> list[float] | None:
+    return None if i is None else [round(i.low * scale, 3), round(i.high * scale, 3)]
+
+
+def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict[str, Any], Any]:
+    """The figures of one (mesh, rate), and the bootstrap distribution of its gated percentiles."""
+    valid = members[members["valid"]]
+    trial_counts = [run.counts[p] for p in valid["path"]]
+    pooled = stats.counts_empty()
+    for t in trial_counts:
+        pooled = pooled + t
+    latency: dict[str, float] = {name: stats.percentile(pooled, q) for name, q in stats.PERCENTILES.items()}
+    latency["mean"] = round(stats.mean(pooled), 1)
+    latency["count"] = float(pooled.sum())
+    distribution = stats.bootstrap(
+        trial_counts, [stats.PERCENTILES[n] for n in GATED], seed=stats.seed_for(mesh, rate)
+    )
+    cell: dict[str, Any] = {
+        "mesh": mesh,
+        "rate": rate,
+        "trials": len(members),
+        "valid_trials": len(valid),
+        "requests": int(valid["requests"].sum()),
+        "errors": int(valid["errors"].sum()),
+        "achieved_rate": round(float(valid["achieved_rate"].mean()), 2) if len(valid) else 0.0,
+        "duration_s": float(valid["duration_s"].sum()),
+        "latency_us": latency,
+        "trial_latency_us": {name: valid[f"{name}_us"].tolist() for name in stats.PERCENTILES},
+        "ci_us": {name: _interval(stats.interval(distribution[:, i])) for i, name in enumerate(GATED)},
+        "spectrum": dict(zip(("percentile", "value_us"), stats.spectrum(pooled), strict=True)),
+        "resources": _resources(valid),
+        "lateness_p99_us_max": float(valid["lateness_p99_us"].max()) if len(valid) else None,
+        "overhead": {},
+    }
+    return cell, distribution
+
+
+def _resources(valid: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Mean over the valid trials of each component's CPU and memory, also per 1,000 rps."""
+    out: dict[str, dict[str, float]] = {}
+    components = sorted({c.split(":")[1] for c in valid.columns if c.startswith("res:")})
+    for component in components:
+        vcpu = valid[f"res:{component}:vcpu"].mean()
+        mb = valid[f"res:{component}:mb"].mean()
+        processes = valid[f"res:{component}:processes"].max()
+        if pd.isna(vcpu):
+            continue
+        krps = float(valid["achieved_rate"].mean()) / 1000.0
+        out[component] = {
+            "vcpu": round(float(vcpu), 4),
+            "vcpu_per_krps": round(float(vcpu) / krps, 4) if krps else 0.0,
+            "mb": round(float(mb), 1),
+            "mb_per_krps": round(float(mb) / krps, 1) if krps else 0.0,
+            "processes": int(processes),
+        }
     return out
 
 
-def overhead(cell: Cell, baseline: Cell | None, percentile: str) -> float | None:
-    """Added latency over the baseline at a percentile, in microseconds (None without both)."""
-    if baseline is None or not cell.pooled or not baseline.pooled:
-        return None
-    return float(cell.pooled[percentile]) - float(baseline.pooled[percentile])
+def _overhead(cell: dict[str, Any], base: dict[str, Any], new: Any, old: Any) -> None:
+    """Fill cell["overhead"] from the two cells' bootstrap distributions, and cell["resource_overhead"]."""
+    for i, name in enumerate(GATED):
+        a, b = cell["latency_us"][name], base["latency_us"][name]
+        cell["overhead"][name] = {
+            "us": a - b,
+            "pct": round(100.0 * (a - b) / b, 2) if b else None,
+            "ci_us": _interval(stats.interval(stats.difference(new[:, i], old[:, i]))),
+            "ci_pct": _interval(stats.interval(stats.difference(new[:, i], old[:, i], relative=True))),
+        }
+
+    # What the mesh costs in CPU and memory: everything but the load generator, over the baseline.
+    def total(resources: dict[str, dict[str, float]], key: str) -> float:
+        return sum(v[key] for k, v in resources.items() if k != "loadgen")
+
+    cell["resource_overhead"] = {
+        key: round(total(cell["resources"], key) - total(base["resources"], key), 4)
+        for key in ("vcpu_per_krps", "mb")
+    }
+
+
+def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    if meta.get("status") != "complete":
+        out.append(
+            f"the run is {meta.get('status')}: {meta.get('finished_trials')} of "
+            f"{meta.get('planned_trials')} planned trials finished"
+            + (f" ({meta['error']})" if meta.get("error") else "")
+        )
+    invalid = trials[~trials["valid"]] if len(trials) else trials
+    if len(invalid):
+        out.append(f"{len(invalid)} of {len(trials)} trials are invalid and excluded (listed below)")
+    coarse = []
+    for c in cells:
+        where = f"{c['mesh']} at {c['rate']:g} rps"
+        n = c["valid_trials"]
+        if n == 0:
+            out.append(f"{where}: no valid trial; nothing is reported for it")
+            continue
+        if n < MIN_TRIALS:
+            out.append(f"{where}: only {n} valid trial(s); at least {MIN_TRIALS} are needed to judge spread")
+        elif n < ROUGH_CI_TRIALS:
+            coarse.append(f"{where} ({n})")
+        for name, limit in MAX_CV.items():
+            values = pd.Series(c["trial_latency_us"][name], dtype=float)
+            if len(values) >= 2 and values.mean() > 0:
+                cv = float(values.std(ddof=1) / values.mean())
+                if cv > limit:
+                    out.append(
+                        f"{where}: {name} is unstable across trials: standard deviation "
+                        f"{values.std(ddof=1) / 1000:.3f} ms is {cv:.0%} of the mean "
+                        f"{values.mean() / 1000:.3f} ms (over {limit:.0%}); "
+                        "look for other load on the machine, or run more trials"
+                    )
+    if coarse:
+        out.append(
+            f"under {ROUGH_CI_TRIALS} valid trials, bootstrap intervals are coarse: {', '.join(coarse)}; "
+            f"use --trials {ROUGH_CI_TRIALS} or more for decisions"
+        )
+    if len(trials) and not any(c["overhead"] for c in cells) and len({c["mesh"] for c in cells}) > 1:
+        out.append("no overhead is computed: the run has no trials of the baseline mesh")
+    return out
+
+
+def summary(run: Run, *, baseline: str = "none", require_baseline: bool = False) -> dict[str, Any]:
+    """The `testbed.summary/1` document of a run; overheads are over `baseline` when the run has it."""
+    trials = run.trials
+    present = set(trials["mesh"])
+    meshes = list(dict.fromkeys(run.meta.get("meshes") or sorted(present)))
+    if require_baseline and baseline not in present:
+        raise UsageError(
+            f"baseline mesh {baseline!r} is not in this run "
+            f"(it has: {', '.join(sorted(present)) or 'no trials'}); give --baseline with one of those"
+        )
+    cells: list[dict[str, Any]] = []
+    distributions: dict[tuple[str, float], Any] = {}
+    if len(trials):
+        order = {m: i for i, m in enumerate(meshes)}
+        groups = sorted(trials.groupby(["mesh", "rate"]), key=lambda g: (order.get(g[0][0], 99), g[0][1]))
+        for key, members in groups:
+            mesh, rate = str(key[0]), float(key[1])  # type: ignore[arg-type]
+            cell, distributions[(mesh, rate)] = _cell(run, mesh, rate, members)
+            cells.append(cell)
+    by_key = {(c["mesh"], c["rate"]): c for c in cells}
+    for c in cells:
+        base = by_key.get((baseline, c["rate"]))
+        if base is not None and c["mesh"] != baseline and c["valid_trials"] and base["valid_trials"]:
+            new, old = distributions[(c["mesh"], c["rate"])], distributions[(baseline, c["rate"])]
+            _overhead(c, base, new, old)
+    invalid = (
+        [
+            {"path": r.path, "mesh": r.mesh, "rate": r.rate, "trial": r.trial, "reasons": r.reasons}
+            for r in trials[~trials["valid"]].itertuples()
+        ]
+        if len(trials)
+        else []
+    )
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "testbed_version": __version__,
+        "histogram": HISTOGRAM,
+        "confidence": stats.CONFIDENCE,
+        "resamples": stats.RESAMPLES,
+        "baseline": baseline if baseline in present else None,
+        "run": run.meta,
+        "cells": cells,
+        "invalid_trials": invalid,
+        "warnings": _warnings(run.meta, cells, trials),
+    }

@@ -82,10 +82,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="the report of a finished (or interrupted) run")
+    report = sub.add_parser(
+        "report",
+        help="the report of a finished (or interrupted) run",
+        description="Write summary.json, report.md and a self-contained report.html for a run directory.",
+    )
     report.add_argument("run_dir", help="results/<run-id>")
-    report.add_argument("--baseline", default="none")
+    report.add_argument(
+        "--baseline", default=None, help="mesh that the overheads are measured against (default none)"
+    )
+    report.add_argument("--out", default=None, help="HTML file to write (default RUN_DIR/report.html)")
+    report.add_argument(
+        "--format",
+        choices=("html", "smp"),
+        default="html",
+        help="html: the reports (default); smp: Service Mesh Performance JSON for Meshery (RUN_DIR/smp.json)",
+    )
     report.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="exit 1 when NEW is slower than OLD beyond the thresholds and the noise",
+        description="Compare two runs cell by cell, with 95%% bootstrap intervals; exit 1 on a regression.",
+    )
+    cmp.add_argument("old", help="results/<old-run-id>")
+    cmp.add_argument("new", help="results/<new-run-id>")
+    cmp.add_argument(
+        "--threshold-ms", type=float, default=0.2, help="ignore changes up to this (default 0.2)"
+    )
+    cmp.add_argument(
+        "--threshold-pct", type=float, default=5.0, help="ignore changes up to this %% (default 5)"
+    )
+    cmp.add_argument("--percentiles", default="p50,p90,p99", help="which to gate on (default p50,p90,p99)")
+    cmp.add_argument("--md", default=None, metavar="FILE", help="also write the table as Markdown")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -166,21 +196,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
     )
     run_dir = execute(options)
-    report = write_report(run_dir)
-    print(report.read_text())
-    print(f"report: {report}")
+    paths = write_report(run_dir)
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else None
+    baseline_given = args.baseline is not None
+    args.baseline = args.baseline or "none"
+    if args.format == "smp":
+        from testbed.report import build
+        from testbed.smp import write_smp
+
+        target = out or run_dir / "smp.json"
+        write_smp(build(run_dir, baseline=args.baseline, require_baseline=baseline_given), target)
+        print(f"smp: {target}")
+        return 0
     from testbed.report import write_report
 
-    report = write_report(Path(args.run_dir), baseline=args.baseline)
-    print(report.read_text())
-    print(f"report: {report}")
+    if out is not None and out.suffix != ".html":
+        raise UsageError(
+            f"--out {out}: give a file name ending in .html (summary.json and report.md go beside it)"
+        )
+    paths = write_report(run_dir, baseline=args.baseline, out=out, require_baseline=baseline_given)
+    if not args.quiet:
+        print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed.compare import compare, table
+
+    if args.threshold_ms < 0 or args.threshold_pct < 0:
+        raise UsageError("--threshold-ms and --threshold-pct must not be negative")
+    percentiles = tuple(p.strip() for p in args.percentiles.split(",") if p.strip())
+    unknown = [p for p in percentiles if p not in ("p50", "p90", "p99", "p999")]
+    if unknown or not percentiles:
+        raise UsageError(f"--percentiles {args.percentiles!r}: choose from p50,p90,p99,p999")
+    result = compare(
+        Path(args.old),
+        Path(args.new),
+        threshold_ms=args.threshold_ms,
+        threshold_pct=args.threshold_pct,
+        percentiles=percentiles,
+    )
+    if not result.rows:
+        raise UsageError(
+            f"{args.old} and {args.new} share no (mesh, rate) with valid trials: "
+            "compare runs of the same scenario"
+        )
+    print(table(result), end="")
+    if args.md:
+        target = Path(args.md)
+        target.write_text(table(result, markdown=True))
+        print(f"markdown: {target}")
+    return 1 if result.regressed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,66 +1,177 @@
-"""The run's report: a Markdown table of p50/p99 per mesh and rate with the overhead over the baseline."""
+"""The run's report: `summary.json` (schema-versioned), `report.md` (GitHub-flavoured) and `report.html`.
+
+The HTML report is one self-contained file: plotly.js is inlined, so it opens offline and can be attached
+to a CI run as it is. Warnings come first: a number is only worth reading once its caveats are known.
+"""
 
 from __future__ import annotations
 
+import html
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from testbed.analysis import Cell, cells, load_run, overhead
+from testbed import analysis
+from testbed.claims import load_claims
+from testbed.claims_check import check
+
+_NAMES = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p99.9", "max": "max"}
 
 
-def _ms(us: float | int | None) -> str:
-    return "n/a" if us is None else f"{us / 1000:.3f}"
+def _ms(us: float | None, digits: int = 3) -> str:
+    return "n/a" if us is None else f"{us / 1000:.{digits}f}"
 
 
-def _signed_ms(us: float | None) -> str:
-    return "n/a" if us is None else f"{us / 1000:+.3f}"
+def _ci_ms(ci: list[float] | None, *, signed: bool = False) -> str:
+    if not ci:
+        return "n/a"
+    f = "+.3f" if signed else ".3f"
+    return f"{ci[0] / 1000:{f}} to {ci[1] / 1000:{f}}"
 
 
-def markdown(meta: dict[str, Any], table: list[Cell], *, baseline: str = "none") -> str:
-    lines = [
-        f"# Mesh overhead: run {meta.get('run_id', '?')}",
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def build(run_dir: Path, *, baseline: str = "none", require_baseline: bool = False) -> dict[str, Any]:
+    """The summary of a run, with the published claims matched against it."""
+    summary = analysis.summary(
+        analysis.load_run(run_dir), baseline=baseline, require_baseline=require_baseline
+    )
+    summary["claims"] = check(summary, load_claims())
+    return summary
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(
+    run_dir: Path, *, baseline: str = "none", out: Path | None = None, require_baseline: bool = False
+) -> dict[str, Path]:
+    """Write summary.json, report.md and report.html (to `out`, default the run directory)."""
+    summary = build(run_dir, baseline=baseline, require_baseline=require_baseline)
+    html_path = out or run_dir / "report.html"
+    target_dir = html_path.parent
+    paths = {
+        "summary": target_dir / "summary.json",
+        "markdown": target_dir / "report.md",
+        "html": html_path,
+    }
+    _atomic_write(paths["summary"], json.dumps(summary, indent=1) + "\n")
+    _atomic_write(paths["markdown"], markdown(summary))
+    from testbed.report_html import render
+
+    _atomic_write(paths["html"], render(summary))
+    return paths
+
+
+# --- Markdown -------------------------------------------------------------------------------------------
+
+
+def _context(summary: dict[str, Any]) -> str:
+    run = summary["run"]
+    scenario, topology, host = run.get("scenario", {}), run.get("topology", {}), run.get("host", {})
+    versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
+    return (
+        f"Platform `{run.get('platform')}`, scenario `{scenario.get('name')}` "
+        f"({scenario.get('duration_s')} s measured after {scenario.get('warmup_s')} s warm-up, "
+        f"{scenario.get('trials')} trials per mesh and rate, {scenario.get('connections')} connections, "
+        f"{scenario.get('arrival')} open-loop arrivals), topology `{topology.get('name')}` "
+        f"({topology.get('calls_per_request', '?')} meshed calls per request, "
+        f"{topology.get('critical_hops', '?')} in sequence), host {host.get('cpu_count')} cores "
+        f"({host.get('cpu_model')}); {versions}. Run status: **{run.get('status')}**."
+    )
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    run = summary["run"]
+    base = summary["baseline"]
+    lines = [f"# Mesh overhead: run {run.get('run_id', '?')}", "", _context(summary), ""]
+    if summary["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
+    lines += [
+        "## Latency",
         "",
-        f"Platform `{meta.get('platform')}`, scenario `{meta.get('scenario', {}).get('name')}`, "
-        f"topology `{meta.get('topology', {}).get('name')}`, {meta.get('host', {}).get('cpu_count')} cores "
-        f"({meta.get('host', {}).get('cpu_model')}). Latency is the load generator's service time "
-        "(timed on the wire: first request byte out, last response byte in), pooled over the valid trials; "
-        "the range is across trials. "
-        f"Overhead is over `{baseline}`. A trial counts when its generator kept to the schedule "
-        f"(send lateness p99 at most {meta.get('scenario', {}).get('max_lateness_ms', 2)} ms), "
-        "reached 97% of the rate, had at most 1% errors and used at most 90% of a core.",
+        "Service latency (first request byte out to last response byte in), pooled over the valid trials; "
+        "the range is the lowest and highest trial. "
+        + (
+            f"Overhead is over `{base}`, with its 95% bootstrap interval."
+            if base
+            else "No baseline: no overhead."
+        ),
         "",
-        "| mesh | rate (rps) | valid trials | p50 ms | p50 range | p99 ms | p99 range "
-        "| added p50 ms | added p99 ms | CPU per 1k rps (vCPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| mesh | rate | valid trials | p50 ms | p50 range | p99 ms | p99 range | p99.9 ms | max ms "
+        "| added p50 ms (95% CI) | added p99 ms (95% CI) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = {c.rate: c for c in table if c.mesh == baseline}
-    for c in table:
-        lo50, hi50 = c.spread("p50")
-        lo99, hi99 = c.spread("p99")
-        cpu = ", ".join(f"{k} {v['vcpu'] * 1000 / c.rate:.3f}" for k, v in sorted(c.resources.items()))
+    for c in summary["cells"]:
+        lat, tl = c["latency_us"], c["trial_latency_us"]
+
+        def added(name: str, cell: dict[str, Any] = c) -> str:
+            o = cell["overhead"].get(name)
+            if not o:
+                return ""
+            return f"{o['us'] / 1000:+.3f} ({_ci_ms(o['ci_us'], signed=True)}), {_pct(o['pct'])}"
+
+        def rng(name: str, trial_values: dict[str, list[float]] = tl) -> str:
+            v = trial_values[name]
+            return f"{_ms(min(v))}-{_ms(max(v))}" if v else "n/a"
+
         lines.append(
-            f"| {c.mesh} | {c.rate:g} | {c.valid_trials}/{c.trials} | {_ms(c.pooled.get('p50'))} | "
-            f"{_ms(lo50)}-{_ms(hi50)} | {_ms(c.pooled.get('p99'))} | {_ms(lo99)}-{_ms(hi99)} | "
-            f"{_signed_ms(overhead(c, base.get(c.rate), 'p50')) if c.mesh != baseline else ''} | "
-            f"{_signed_ms(overhead(c, base.get(c.rate), 'p99')) if c.mesh != baseline else ''} | {cpu} |"
+            f"| {c['mesh']} | {c['rate']:g} | {c['valid_trials']}/{c['trials']} | {_ms(lat['p50'])} | "
+            f"{rng('p50')} | {_ms(lat['p99'])} | {rng('p99')} | {_ms(lat['p999'])} | {_ms(lat['max'])} | "
+            f"{added('p50')} | {added('p99')} |"
         )
-    invalid = [(c, path, reasons) for c in table for path, reasons in c.invalid]
-    if invalid:
-        lines += ["", "## Invalid trials (excluded)", ""]
-        lines += [f"- `{path}`: {'; '.join(reasons)}" for _, path, reasons in invalid]
-    few = [c for c in table if c.valid_trials < 3]
-    if few:
-        lines += ["", "## Warnings", ""]
+    lines += ["", "## Resources", "", "Mean over the valid trials; vCPU is CPU seconds per second.", ""]
+    lines += [
+        "| mesh | rate | component | processes | vCPU | vCPU per 1k rps | peak RSS MB |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for c in summary["cells"]:
+        for name, r in c["resources"].items():
+            if not r["processes"]:
+                continue
+            lines.append(
+                f"| {c['mesh']} | {c['rate']:g} | {name} | {r['processes']} | {r['vcpu']:.3f} | "
+                f"{r['vcpu_per_krps']:.3f} | {r['mb']:.1f} |"
+            )
+    costs = [c for c in summary["cells"] if c.get("resource_overhead")]
+    if costs:
+        lines += ["", "What the mesh costs beyond the baseline (all components but the load generator):", ""]
         lines += [
-            f"- {c.mesh} at {c.rate:g} rps: only {c.valid_trials} valid trial(s); too few to judge spread"
-            for c in few
+            f"- {c['mesh']} at {c['rate']:g} rps: "
+            f"{c['resource_overhead']['vcpu_per_krps']:+.3f} vCPU per 1k rps, "
+            f"{c['resource_overhead']['mb']:+.1f} MB"
+            for c in costs
         ]
+    if summary.get("claims"):
+        lines += [
+            "",
+            "## Published claims vs measured here",
+            "",
+            "(?) marks figures known only second-hand. The differences column says why the two may disagree.",
+            "",
+            "| source | mesh | metric | published | measured here | differences |",
+            "|---|---|---|---:|---:|---|",
+        ]
+        for r in summary["claims"]:
+            mark = " (?)" if r["second_hand"] else ""
+            measured = "n/a" if r["measured_value"] is None else f"{r['measured_value']:.3f}"
+            lines.append(
+                f"| [{r['source']}]({r['url']}){mark} | {r['claim_mesh']} vs {r['mesh']} | {r['metric']} | "
+                f"{r['published_value']:g}{mark} | {measured} ({r['measured_how']}) | "
+                f"{'; '.join(r['differences'])} |"
+            )
+    if summary["invalid_trials"]:
+        lines += ["", "## Invalid trials (excluded)", ""]
+        lines += [f"- `{t['path']}`: {'; '.join(t['reasons'])}" for t in summary["invalid_trials"]]
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path, *, baseline: str = "none") -> Path:
-    meta, trials = load_run(run_dir)
-    text = markdown(meta, cells(trials), baseline=baseline)
-    target = run_dir / "report.md"
-    target.write_text(text)
-    return target
+def escape(value: object) -> str:
+    return html.escape(str(value), quote=True)

@@ -86,7 +86,14 @@ def execute(options: RunOptions) -> Path:
         "baseline": "none" if "none" in options.meshes else None,
         "scenario": {k: v for k, v in vars(scenario).items() if k != "source"}
         | {"rates": list(scenario.rates)},
-        "topology": {"name": topology.name, "entry": topology.entry, "services": list(topology.names)},
+        "topology": {
+            "name": topology.name,
+            "entry": topology.entry,
+            "services": list(topology.names),
+            "calls": {s.name: list(s.calls) for s in topology.services},
+            "calls_per_request": topology.calls_per_request,
+            "critical_hops": topology.critical_hops,
+        },
         "host": host_facts(),
         "versions": {"testbed": __version__, "locust": locust_version()} | platform.versions(options.meshes),
         "planned_trials": len(trials),

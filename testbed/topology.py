@@ -82,6 +82,28 @@ class Topology:
             visit(service)
         return tuple(order)
 
+    @property
+    def calls_per_request(self) -> int:
+        """Meshed connections one load-generator request causes: its own call plus every downstream call."""
+        return 1 + sum(len(s.calls) for s in self.services)
+
+    @property
+    def critical_hops(self) -> int:
+        """Calls one after another on the longest path, counting the load generator's own call.
+
+        Parallel calls overlap, sequential ones add up: this is how many times a mesh's per-hop latency
+        lands on a request's latency. Published figures are mostly for one hop (client -> server).
+        """
+
+        def depth(name: str) -> int:
+            service = self.service(name)
+            below = [1 + depth(c) for c in service.calls]
+            if not below:
+                return 0
+            return sum(below) if service.call_mode == "sequential" else max(below)
+
+        return 1 + depth(self.entry)
+
 
 # The keys a [services.NAME] table may have; the defaults live on `Service`.
 _SERVICE_KEYS = ("payload_bytes", "work_us", "work", "calls", "call_mode", "call_timeout_ms")

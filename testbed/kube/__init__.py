@@ -1,0 +1,1 @@
+"""What the kind platform applies to a cluster, generated from a topology and tested without one."""

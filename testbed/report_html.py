@@ -1,0 +1,267 @@
+"""The HTML report: one file with plotly.js inlined (opens offline), warnings first, then tables and plots."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+import plotly.offline
+
+from testbed.report import _context, _ms, _pct
+
+_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"]
+_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def _color(meshes: list[str], mesh: str) -> str:
+    return _COLORS[meshes.index(mesh) % len(_COLORS)]
+
+
+def _div(fig: go.Figure, div_id: str) -> str:
+    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=420)
+    return str(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=_CONFIG))
+
+
+def _spectrum(summary: dict[str, Any], meshes: list[str], rate: float) -> str:
+    fig = go.Figure()
+    top = 10.0
+    for c in summary["cells"]:
+        if c["rate"] != rate or not c["spectrum"].get("percentile"):
+            continue
+        qs, values = c["spectrum"]["percentile"], c["spectrum"]["value_us"]
+        x = [1.0 / (1.0 - q / 100.0) if q < 100 else None for q in qs]
+        top = max(top, *(v for v in x if v is not None))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[v / 1000 for v in values],
+                mode="lines",
+                name=c["mesh"],
+                line={"color": _color(meshes, c["mesh"]), "shape": "hv"},
+                customdata=qs,
+                hovertemplate="%{customdata:.4f}%: %{y:.3f} ms<extra>" + c["mesh"] + "</extra>",
+            )
+        )
+    ticks = [1, 2] + [10**k for k in range(1, int(math.log10(top)) + 1)]
+    labels = [f"{100 * (1 - 1 / t):.{max(0, int(math.log10(t)) - 2)}f}%" for t in ticks]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels, title="percentile")
+    fig.update_yaxes(title="service latency (ms)", rangemode="tozero")
+    fig.update_layout(title=f"Latency by percentile at {rate:g} rps (pooled valid trials)")
+    return _div(fig, f"spectrum-{rate:g}")
+
+
+def _overhead(summary: dict[str, Any], meshes: list[str]) -> str | None:
+    cells = [c for c in summary["cells"] if c["overhead"]]
+    if not cells:
+        return None
+    fig = go.Figure()
+    for c in cells:
+        xs, ys, plus, minus = [], [], [], []
+        for name in ("p50", "p99"):
+            o = c["overhead"][name]
+            xs.append(f"{name} at {c['rate']:g} rps")
+            ys.append(o["us"] / 1000)
+            ci = o.get("ci_us")
+            plus.append((ci[1] - o["us"]) / 1000 if ci else 0)
+            minus.append((o["us"] - ci[0]) / 1000 if ci else 0)
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=ys,
+                name=c["mesh"],
+                legendgroup=c["mesh"],
+                showlegend=c["rate"] == cells[0]["rate"] or c["mesh"] not in {d["mesh"] for d in cells[:1]},
+                marker_color=_color(meshes, c["mesh"]),
+                error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+                hovertemplate="%{x}: %{y:+.3f} ms<extra>" + c["mesh"] + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group", title=f"Added latency over {summary['baseline']} (whiskers: 95% bootstrap CI)"
+    )
+    fig.update_yaxes(title="added latency (ms)", zeroline=True)
+    return _div(fig, "overhead")
+
+
+def _by_rate(summary: dict[str, Any], meshes: list[str]) -> str:
+    fig = go.Figure()
+    for mesh in meshes:
+        cells = [c for c in summary["cells"] if c["mesh"] == mesh and c["valid_trials"]]
+        for name, dash in (("p50", "solid"), ("p99", "dot")):
+            ys = [c["latency_us"][name] / 1000 for c in cells]
+            cis = [c["ci_us"].get(name) for c in cells]
+            fig.add_trace(
+                go.Scatter(
+                    x=[c["rate"] for c in cells],
+                    y=ys,
+                    mode="lines+markers",
+                    name=f"{mesh} {name}",
+                    line={"color": _color(meshes, mesh), "dash": dash},
+                    error_y={
+                        "type": "data",
+                        "array": [(ci[1] / 1000 - y) if ci else 0 for ci, y in zip(cis, ys, strict=True)],
+                        "arrayminus": [
+                            (y - ci[0] / 1000) if ci else 0 for ci, y in zip(cis, ys, strict=True)
+                        ],
+                    },
+                )
+            )
+    fig.update_layout(title="Latency against offered rate (whiskers: 95% bootstrap CI)")
+    fig.update_xaxes(title="offered rate (requests per second)")
+    fig.update_yaxes(title="service latency (ms)", rangemode="tozero")
+    return _div(fig, "by-rate")
+
+
+def _resources(summary: dict[str, Any]) -> str | None:
+    cells = [c for c in summary["cells"] if c["resources"]]
+    if not cells:
+        return None
+    components = sorted({k for c in cells for k, v in c["resources"].items() if v["processes"]})
+    fig = go.Figure()
+    labels = [f"{c['mesh']} {c['rate']:g} rps" for c in cells]
+    for i, component in enumerate(components):
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=[c["resources"].get(component, {}).get("vcpu_per_krps", 0) for c in cells],
+                name=component,
+                marker_color=_COLORS[i % len(_COLORS)],
+                customdata=[c["resources"].get(component, {}).get("mb", 0) for c in cells],
+                hovertemplate="%{y:.3f} vCPU per 1k rps, peak %{customdata:.0f} MB<extra>"
+                + component
+                + "</extra>",
+            )
+        )
+    fig.update_layout(barmode="stack", title="CPU per component, per 1,000 requests per second")
+    fig.update_yaxes(title="vCPU per 1k rps")
+    return _div(fig, "resources")
+
+
+def _table(header: list[str], rows: list[list[str]], numeric: range = range(1, 99)) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"num" if i in numeric else ""}">{cell}</td>' for i, cell in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    rows = []
+    for c in summary["cells"]:
+        lat = c["latency_us"]
+        row = [escape(c["mesh"]), f"{c['rate']:g}", f"{c['valid_trials']}/{c['trials']}"]
+        row += [_ms(lat[n]) for n in ("p50", "p90", "p99", "p999", "max")]
+        for name in ("p50", "p99"):
+            o = c["overhead"].get(name)
+            if o:
+                ci = o.get("ci_us")
+                ci_text = f" [{ci[0] / 1000:+.3f}, {ci[1] / 1000:+.3f}]" if ci else ""
+                row.append(f"{o['us'] / 1000:+.3f}{ci_text}<br><small>{_pct(o['pct'])}</small>")
+            else:
+                row.append("")
+        rows.append(row)
+    header = ["mesh", "rate (rps)", "valid trials", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
+    header += ["added p50 ms [95% CI]", "added p99 ms [95% CI]"]
+    return _table(header, rows)
+
+
+def _claims_table(summary: dict[str, Any]) -> str:
+    rows = []
+    for r in summary.get("claims", []):
+        mark = ' <span class="q" title="known only second-hand">(?)</span>' if r["second_hand"] else ""
+        source = f'<a href="{escape(r["url"])}">{escape(r["source"])}</a>{mark}'
+        if r.get("bias"):
+            source += f"<br><small>{escape(r['bias'])}</small>"
+        measured = "n/a" if r["measured_value"] is None else f"{r['measured_value']:.3f}"
+        rows.append(
+            [
+                source,
+                escape(f"{r['claim_mesh']} / here: {r['mesh']}"),
+                escape(r["metric"]),
+                f"{r['published_value']:g}{mark}",
+                f"{measured}<br><small>{escape(r['measured_how'])}</small>",
+                "<ul>" + "".join(f"<li>{escape(d)}</li>" for d in r["differences"]) + "</ul>",
+            ]
+        )
+    if not rows:
+        return "<p>No published claim concerns the meshes of this run.</p>"
+    return _table(
+        ["source", "mesh", "metric", "published", "measured here", "how the setups differ"], rows, range(3, 5)
+    )
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.3rem .5rem;
+vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.warn{background:#fff4e5;border-left:4px solid #f58518;padding:.5rem 1rem}.ok{background:#eef7ee;
+border-left:4px solid #54a24b;padding:.5rem 1rem}.q{color:#b00;font-weight:bold}small{color:#555}
+td ul{margin:0;padding-left:1rem}
+"""
+
+_METHOD = """
+<p>Load is open-loop: requests leave at their intended times (uniform spacing or Poisson arrivals) whatever
+the responses do, so a stall shows up in the latency instead of slowing the load down. Latency is the load
+generator's service time on the wire (first request byte out to last response byte in), recorded in
+microseconds in HdrHistograms (1 &micro;s to 60 s, 3 significant digits); the latency from the intended send
+time is recorded too. The warm-up is sent but not recorded. Meshes are alternated trial by trial so that
+drift in the machine hits them alike.</p>
+<p>A trial is invalid, and excluded, when the generator fell behind its schedule (send lateness p99 above the
+scenario's limit), reached under 97% of the rate, saw more than 1% errors or used more than 90% of a core.
+Percentiles are pooled from the merged histograms of the valid trials, never averaged. Overheads are the
+difference of pooled percentiles; their 95% confidence intervals come from {resamples} bootstrap resamples
+of the trials (scipy.stats.bootstrap, percentile method), each resampled set of trials pooled again. An
+interval that contains zero means the overhead is not distinguishable from noise in this run.</p>
+<p>Resources are sampled per process (local platform) or per container (Kubernetes) over the measured window
+only; vCPU is CPU seconds per second, memory the peak resident set.</p>
+"""
+
+
+def render(summary: dict[str, Any]) -> str:
+    run = summary["run"]
+    meshes = list(dict.fromkeys(c["mesh"] for c in summary["cells"]))
+    rates = sorted({c["rate"] for c in summary["cells"]})
+    warnings = summary["warnings"]
+    parts = [
+        f"<h1>Mesh overhead: run {escape(run.get('run_id', '?'))}</h1>",
+        f"<p>{escape(_context(summary)).replace('**', '')}</p>",
+    ]
+    if warnings:
+        parts.append('<div class="warn"><h2>Warnings</h2><ul>')
+        parts += [f"<li>{escape(w)}</li>" for w in warnings]
+        parts.append("</ul></div>")
+    else:
+        parts.append('<div class="ok">No warnings: every cell has enough valid, stable trials.</div>')
+    parts += ["<h2>Summary</h2>", _summary_table(summary)]
+    parts.append("<h2>Latency by percentile</h2>")
+    parts += [_spectrum(summary, meshes, rate) for rate in rates]
+    overhead = _overhead(summary, meshes)
+    if overhead:
+        parts += ["<h2>Overhead</h2>", overhead]
+    parts += ["<h2>Latency against rate</h2>", _by_rate(summary, meshes)]
+    resources = _resources(summary)
+    if resources:
+        parts += ["<h2>Resources</h2>", resources]
+    parts += ["<h2>Published claims vs measured here</h2>", _claims_table(summary)]
+    if summary["invalid_trials"]:
+        parts.append("<h2>Invalid trials (excluded)</h2><ul>")
+        parts += [
+            f"<li><code>{escape(t['path'])}</code>: {escape('; '.join(t['reasons']))}</li>"
+            for t in summary["invalid_trials"]
+        ]
+        parts.append("</ul>")
+    parts += ["<h2>Method</h2>", _METHOD.format(resamples=summary["resamples"])]
+    title = escape(f"testbed report {run.get('run_id', '')}")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<meta name="generator" content="testbed {escape(summary["testbed_version"])}">'
+        f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )

@@ -1,0 +1,219 @@
+"""`testbed.kube.docker` against a real Docker daemon, with an image made here: nothing is pulled.
+
+The base image is a static busybox (Debian's busybox-static) in an otherwise empty root file system,
+brought in with `docker import`. Without a daemon, these tests skip: `.ci/start-dockerd` starts one.
+Every container and image a test creates is removed at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import proc
+from testbed.errors import CommandError, TestbedError
+from testbed.kube import docker
+
+SKIP_NO_DAEMON = "no Docker daemon: run .ci/start-dockerd"
+PT_INTERP = 3  # the ELF program header of a dynamically linked executable
+BURN = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"  # about a second of one CPU in busybox's sh
+UNIFIED = Path("/sys/fs/cgroup/unified")  # the cgroup v2 tree of systemd's hybrid layout
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def static_busybox() -> Path | None:
+    """A statically linked busybox (no PT_INTERP), which runs alone in an empty image."""
+    path = Path("/bin/busybox")
+    if not path.is_file():
+        return None
+    head = path.read_bytes()[:65536]
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:  # 64-bit little-endian only
+        return None
+    (phoff,) = struct.unpack_from("<Q", head, 32)
+    entsize, count = struct.unpack_from("<HH", head, 54)
+    types = [struct.unpack_from("<I", head, phoff + i * entsize)[0] for i in range(count)]
+    return None if PT_INTERP in types else path
+
+
+@pytest.fixture(scope="module")
+def daemon() -> None:
+    problem = docker.daemon_reachable()
+    if problem is not None:
+        pytest.skip(f"{SKIP_NO_DAEMON} ({problem})")
+
+
+@pytest.fixture(scope="module")
+def base_image(daemon: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A busybox image imported from a tar of a local root file system; removed with its containers."""
+    busybox = static_busybox()
+    if busybox is None:
+        pytest.skip("no static /bin/busybox: install busybox-static (.ci/start-dockerd does)")
+    root = tmp_path_factory.mktemp("rootfs")
+    (root / "bin").mkdir()
+    (root / "bin" / "busybox").write_bytes(busybox.read_bytes())
+    (root / "bin" / "busybox").chmod(0o755)
+    for applet in ("sh", "cat", "sleep", "echo"):
+        (root / "bin" / applet).symlink_to("busybox")
+    archive = root.parent / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root / "bin", arcname="bin")
+    tag = unique("testbed-test-busybox") + ":latest"
+    proc.run(["docker", "import", str(archive), tag], timeout=120)
+    try:
+        yield tag
+    finally:
+        # Containers of the image and of images built from it (a failed build leaves one behind).
+        leftovers = proc.run(
+            ["docker", "ps", "--all", "--quiet", "--filter", f"ancestor={tag}"]
+        ).stdout.split()
+        if leftovers:
+            proc.run(["docker", "rm", "--force", *leftovers])
+        proc.run(["docker", "image", "rm", "--force", tag])
+
+
+@contextlib.contextmanager
+def running(image: str, *args: str) -> Iterator[str]:
+    """A container that sleeps until removed, started with extra `docker run` options."""
+    name = unique("testbed-test")
+    proc.run(["docker", "run", "--detach", "--name", name, *args, image, "sleep", "600"], timeout=60)
+    try:
+        yield name
+    finally:
+        proc.run(["docker", "rm", "--force", name], timeout=60)
+
+
+def test_unreachable_daemon_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    problem = docker.daemon_reachable()
+    assert problem is not None
+    assert problem.startswith("no Docker daemon answers: ")
+    assert "/nonexistent/docker.sock" in problem  # the docker CLI's own words
+
+
+def test_missing_cli_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert docker.daemon_reachable() == (
+        "the docker CLI is not on PATH: install Docker (Debian: apt-get install docker.io)"
+    )
+
+
+def test_parse_cpu_stat() -> None:
+    text = "usage_usec 1503256\nuser_usec 937423\nsystem_usec 565833\nnice_usec 0\n"
+    assert docker.parse_cpu_stat(text) == 1.503256
+    with pytest.raises(TestbedError, match="no `usage_usec N` line"):
+        docker.parse_cpu_stat("user_usec 1\n")
+
+
+def test_image_exists(base_image: str) -> None:
+    assert docker.image_exists(base_image)
+    assert not docker.image_exists(unique("testbed-test-absent") + ":nope")
+
+
+def test_build_image_from_a_local_image_with_build_args(base_image: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        'ARG BASE\nFROM ${BASE}\nARG GREETING\nRUN echo "$GREETING" > /greeting\n'
+    )
+    tag = unique("testbed-test-built") + ":1"
+    try:
+        docker.build_image(
+            tmp_path, tag, build_args={"BASE": base_image, "GREETING": "hello from a build arg"}
+        )
+        assert docker.image_exists(tag)
+        out = proc.run(["docker", "run", "--rm", tag, "cat", "/greeting"], timeout=60).stdout
+        assert out == "hello from a build arg\n"
+    finally:
+        proc.run(["docker", "image", "rm", "--force", tag])
+
+
+def test_a_failing_build_raises_with_its_output(base_image: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {base_image}\nRUN echo about to fail && false\n")
+    tag = unique("testbed-test-broken") + ":1"
+    with pytest.raises(CommandError) as caught:
+        docker.build_image(tmp_path, tag)
+    assert caught.value.exit_code not in (0, None)
+    assert "about to fail" in caught.value.stdout + caught.value.stderr
+    assert not docker.image_exists(tag)
+
+
+def test_save_image(base_image: str, tmp_path: Path) -> None:
+    path = docker.save_image(base_image, tmp_path / "cache" / "busybox.tar")
+    with tarfile.open(path) as tar:
+        assert "manifest.json" in tar.getnames()
+
+
+@contextlib.contextmanager
+def node_like(image: str) -> Iterator[str]:
+    """A container whose /sys/fs/cgroup is its own cgroup v2, as in a kind node on a cgroup v2 host.
+
+    On a daemon with cgroup v1 but the hybrid layout (cgroup v2 mounted at /sys/fs/cgroup/unified, where
+    runc also places each container), the container is put under a parent cgroup made for it, and that
+    parent's v2 directory is mounted at /sys/fs/cgroup: its `cpu.stat` counts exactly this container.
+    """
+    if docker.daemon_cgroup_version() == 2:
+        with running(image) as name:
+            yield name
+        return
+    local = proc.run(["docker", "info", "--format", "{{.Name}}"]).stdout.strip() == socket.gethostname()
+    if not (local and (UNIFIED / "cgroup.procs").is_file() and Path("/proc/self/cgroup").is_file()):
+        pytest.skip("dockerd uses cgroup v1 and this host has no cgroup v2 tree at /sys/fs/cgroup/unified")
+    parent = unique("testbed-test-cgroup")
+    try:
+        (UNIFIED / parent).mkdir()
+    except PermissionError:
+        pytest.skip(f"dockerd uses cgroup v1, and making a cgroup v2 parent under {UNIFIED} needs root")
+    try:
+        with running(
+            image, f"--cgroup-parent=/{parent}", "--volume", f"{UNIFIED / parent}:/sys/fs/cgroup:ro"
+        ) as name:
+            yield name
+    finally:
+        remove_cgroups(parent)
+
+
+def remove_cgroups(parent: str) -> None:
+    """The parent cgroup, in the v2 tree and in every v1 hierarchy where runc also made it."""
+    # runc removes the container's own cgroups just after the container is gone, not their parent.
+    for _ in range(50):
+        left = [*Path("/sys/fs/cgroup").glob(f"*/{parent}")]
+        for directory in left:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if not left:
+            return
+        time.sleep(0.1)
+
+
+def test_node_cpu_seconds_grows_with_the_work_done_inside(base_image: str) -> None:
+    with node_like(base_image) as name:
+        before = docker.node_cpu_seconds(name)
+        proc.run(["docker", "exec", name, "sh", "-c", BURN], timeout=60)
+        after = docker.node_cpu_seconds(name)
+    assert before >= 0
+    assert after - before > 0.2
+
+
+def test_node_cpu_seconds_without_cgroup_v2_is_a_clear_error(base_image: str) -> None:
+    # An empty /sys/fs/cgroup looks, to the reader, like a node on a cgroup v1 host: no `cpu.stat` there.
+    with (
+        running(base_image, "--tmpfs", "/sys/fs/cgroup") as name,
+        pytest.raises(
+            TestbedError, match=r"uses cgroup v1, on which a Kubernetes 1.35 kubelet does not start"
+        ),
+    ):
+        docker.node_cpu_seconds(name)
+
+
+def test_node_cpu_seconds_of_a_missing_container_raises_the_docker_error(daemon: None) -> None:
+    with pytest.raises(CommandError, match="No such container"):
+        docker.node_cpu_seconds(unique("testbed-test-absent"))
