@@ -45,6 +45,13 @@ def bench_local(session: nox.Session) -> None:
     session.run("testbed", "run", "--platform", "local", "--mesh", "none,envoy", *args)
 
 
+@nox.session(name="bench-report", python=PYTHON, tags=["bench"])
+def bench_report(session: nox.Session) -> None:
+    """`testbed report` on 50 synthetic trials of 1M requests each: wall time and peak memory."""
+    session.install("-e", ".")
+    session.run("python", "-m", "testbed.bench.report", *session.posargs)
+
+
 @nox.session(python=PYTHON, tags=["setup"])
 def tools(session: nox.Session) -> None:
     """The pinned CLIs (kind, kubectl, helm, istioctl, linkerd, cilium), verified, into the tool cache."""

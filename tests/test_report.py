@@ -245,3 +245,53 @@ def test_compare_bad_input(tmp_path: Path) -> None:
         proc = run_testbed("compare", *args)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- a real regression, made on purpose ----------------------------------------------------------------
+
+_TOPOLOGY = """
+name = "pair"
+entry = "front"
+
+[services.front]
+work_us = {work}
+calls = ["back"]
+
+[services.back]
+work_us = 100
+"""
+
+_SCENARIO = """
+name = "cmp"
+description = "compare test: short trials"
+rates = [100]
+duration_s = 3
+warmup_s = 1
+trials = 3
+connections = 8
+arrival = "uniform"
+cooldown_s = 0.5
+max_lateness_ms = 8
+"""
+
+
+@pytest.mark.slow
+def test_compare_catches_a_real_regression(tmp_path: Path) -> None:
+    """The same topology with 1 ms more simulated work is caught; a rerun of the same configuration passes."""
+    (tmp_path / "cmp.toml").write_text(_SCENARIO)
+    runs = {}
+    for name, work in (("old", 200), ("same", 200), ("slower", 1200)):
+        topology = tmp_path / f"{name}-topology.toml"
+        topology.write_text(_TOPOLOGY.format(work=work))
+        proc = run_testbed(
+            "run", "--platform", "local", "--mesh", "none", "--scenario", str(tmp_path / "cmp.toml"),
+            "--topology", str(topology), "--out", str(tmp_path / "results"), "--run-id", name, timeout=240,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = tmp_path / "results" / name
+    same = run_testbed("compare", str(runs["old"]), str(runs["same"]))
+    assert same.returncode == 0, same.stdout
+    slower = run_testbed("compare", str(runs["old"]), str(runs["slower"]))
+    assert slower.returncode == 1, slower.stdout
+    p50 = next(line for line in slower.stdout.splitlines() if line.startswith("none") and " p50 " in line)
+    assert "REGRESSION" in p50
