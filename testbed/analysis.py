@@ -38,6 +38,7 @@ class Run:
     meta: dict[str, Any]
     trials: pd.DataFrame
     counts: dict[str, stats.Counts]  # trial path -> counts of its `service` histogram
+    intended: dict[str, stats.Counts]  # trial path -> counts of its `intended` histogram
 
 
 def load_run(run_dir: Path) -> Run:
@@ -53,6 +54,7 @@ def load_run(run_dir: Path) -> Run:
         raise UsageError(f"{meta_path} is not a testbed run record (schema {meta.get('schema')!r})")
     rows: list[dict[str, Any]] = []
     counts: dict[str, stats.Counts] = {}
+    intended: dict[str, stats.Counts] = {}
     for path in sorted(run_dir.glob("*/*/trial-*/result.json")):
         try:
             result = json.loads(path.read_text())
@@ -61,8 +63,9 @@ def load_run(run_dir: Path) -> Run:
         key = str(path.parent.relative_to(run_dir))
         rows.append(_trial_row(key, result))
         counts[key] = stats.counts(result["hdr"][HISTOGRAM])
+        intended[key] = stats.counts(result["hdr"]["intended"])
     trials = pd.DataFrame(rows, columns=_COLUMNS if not rows else None)
-    return Run(path=run_dir, meta=meta, trials=trials, counts=counts)
+    return Run(path=run_dir, meta=meta, trials=trials, counts=counts, intended=intended)
 
 
 _COLUMNS = ["path", "mesh", "rate", "trial", "valid", "reasons", "requests", "errors", "achieved_rate"]
@@ -107,6 +110,11 @@ def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict
     latency: dict[str, float] = {name: stats.percentile(pooled, q) for name, q in stats.PERCENTILES.items()}
     latency["mean"] = round(stats.mean(pooled), 1)
     latency["count"] = float(pooled.sum())
+    # From the intended send time: what a user whose request was due then would have waited (includes
+    # any queueing in the generator; methodology.md, coordinated omission).
+    from_intended = stats.counts_empty()
+    for p in valid["path"]:
+        from_intended = from_intended + run.intended[p]
     distribution = stats.bootstrap(
         trial_counts, [stats.PERCENTILES[n] for n in GATED], seed=stats.seed_for(mesh, rate)
     )
@@ -120,6 +128,9 @@ def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict
         "achieved_rate": round(float(valid["achieved_rate"].mean()), 2) if len(valid) else 0.0,
         "duration_s": float(valid["duration_s"].sum()),
         "latency_us": latency,
+        "intended_latency_us": {
+            name: stats.percentile(from_intended, stats.PERCENTILES[name]) for name in ("p50", "p99", "p999")
+        },
         "trial_latency_us": {name: valid[f"{name}_us"].tolist() for name in stats.PERCENTILES},
         "ci_us": {name: _interval(stats.interval(distribution[:, i])) for i, name in enumerate(GATED)},
         "spectrum": dict(zip(("percentile", "value_us"), stats.spectrum(pooled), strict=True)),

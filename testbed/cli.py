@@ -57,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="invalid when send lateness p99 exceeds this (default 2)",
     )
     load.add_argument("--out", required=True, help="directory for result.json, or - for stdout")
+    load.add_argument(
+        "--expect-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="be a Locust master: wait for N workers started elsewhere "
+        "(python -m testbed.loadgen.worker HOST PORT) and share the load among them",
+    )
+    load.add_argument(
+        "--master-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the master of --expect-workers listens (default 0.0.0.0:5557)",
+    )
     load.set_defaults(func=cmd_load)
 
     run = sub.add_parser(
@@ -122,8 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_load(args: argparse.Namespace) -> int:
     from testbed.loadgen.config import LoadConfig, ValidityLimits, parse_header
     from testbed.loadgen.result import verdict
-    from testbed.loadgen.trial import check_writable, run_trial, write_result
+    from testbed.loadgen.trial import check_writable, parse_bind, run_trial, write_result
 
+    if args.expect_workers < 0:
+        raise UsageError(f"--expect-workers must be at least 1, got {args.expect_workers}")
+    if args.master_bind is not None and not args.expect_workers:
+        raise UsageError("--master-bind needs --expect-workers N")
+    if args.expect_workers and args.processes != 1:
+        raise UsageError("--processes and --expect-workers exclude each other: the workers are the processes")
+    master_bind = parse_bind(args.master_bind) if args.master_bind is not None else None
     config = LoadConfig(
         url=args.url,
         rate=args.rate,
@@ -142,7 +163,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         ),
     )
     directory = check_writable(args.out)
-    result = run_trial(config)
+    result = run_trial(config, expect_workers=args.expect_workers, master_bind=master_bind)
     target = write_result(json.dumps(result, indent=2), directory)
     if target is not None:
         lat = result["latency_us"]

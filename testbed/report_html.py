@@ -157,6 +157,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
         lat = c["latency_us"]
         row = [escape(c["mesh"]), f"{c['rate']:g}", f"{c['valid_trials']}/{c['trials']}"]
         row += [_ms(lat[n]) for n in ("p50", "p90", "p99", "p999", "max")]
+        row.append(_ms(c["intended_latency_us"]["p99"]))
         for name in ("p50", "p99"):
             o = c["overhead"].get(name)
             if o:
@@ -167,6 +168,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
                 row.append("")
         rows.append(row)
     header = ["mesh", "rate (rps)", "valid trials", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
+    header += ["p99 from intended send ms"]
     header += ["added p50 ms [95% CI]", "added p99 ms [95% CI]"]
     return _table(header, rows)
 
@@ -216,7 +218,8 @@ drift in the machine hits them alike.</p>
 scenario's limit), reached under 97% of the rate, saw more than 1% errors or used more than 90% of a core.
 Percentiles are pooled from the merged histograms of the valid trials, never averaged. Overheads are the
 difference of pooled percentiles; their 95% confidence intervals come from {resamples} bootstrap resamples
-of the trials (scipy.stats.bootstrap, percentile method), each resampled set of trials pooled again. An
+of the trials (the percentile bootstrap, as scipy.stats.bootstrap computes it; the tests check the two
+agree), each resampled set of trials pooled again. An
 interval that contains zero means the overhead is not distinguishable from noise in this run.</p>
 <p>Resources are sampled per process (local platform) or per container (Kubernetes) over the measured window
 only; vCPU is CPU seconds per second, memory the peak resident set.</p>

@@ -142,6 +142,8 @@ def test_a_failing_build_raises_with_its_output(base_image: str, tmp_path: Path)
     with pytest.raises(CommandError) as caught:
         docker.build_image(tmp_path, tag)
     assert caught.value.exit_code not in (0, None)
+    assert "\n" not in str(caught.value)
+    assert caught.value.argv[0] == "docker"  # not the `timeout` wrapper
     assert "about to fail" in caught.value.stdout + caught.value.stderr
     assert not docker.image_exists(tag)
 
@@ -217,3 +219,31 @@ def test_node_cpu_seconds_without_cgroup_v2_is_a_clear_error(base_image: str) ->
 def test_node_cpu_seconds_of_a_missing_container_raises_the_docker_error(daemon: None) -> None:
     with pytest.raises(CommandError, match="No such container"):
         docker.node_cpu_seconds(unique("testbed-test-absent"))
+
+
+def test_a_docker_call_that_outlives_its_timeout_is_stopped_and_named(base_image: str) -> None:
+    # `cat` in this container sleeps: `docker exec ... cat` would hang for a minute without the timeout.
+    sleeping_cat = "rm /bin/cat && echo '#!/bin/sh' > /bin/cat && echo 'exec sleep 60' >> /bin/cat"
+    with running(base_image) as name:
+        proc.run(["docker", "exec", name, "sh", "-c", f"{sleeping_cat} && busybox chmod 755 /bin/cat"])
+        started = time.monotonic()
+        with pytest.raises(TestbedError) as caught:
+            docker.node_cpu_seconds(name, timeout=1.5)
+        elapsed = time.monotonic() - started
+    assert str(caught.value) == (
+        f"docker call timed out after 1.5 s: docker exec {name} cat /sys/fs/cgroup/cpu.stat"
+    )
+    assert isinstance(caught.value, CommandError)
+    assert caught.value.exit_code is None
+    assert 1.5 <= elapsed < 1.5 + docker.KILL_AFTER_S + 5
+
+
+def test_each_call_echoes_its_docker_command_unless_quiet(
+    base_image: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(proc, "ECHO", True)
+    assert docker.image_exists(base_image)
+    assert capfd.readouterr().err == f"+ docker image inspect {base_image}\n"
+    monkeypatch.setattr(proc, "ECHO", False)
+    assert docker.image_exists(base_image)
+    assert capfd.readouterr().err == ""

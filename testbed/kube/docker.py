@@ -1,9 +1,19 @@
 """Docker for the kind platform: is a daemon there, build and save the testbed image, a kind node's CPU.
 
-Every call runs the `docker` CLI through `testbed.proc.run`, with a timeout. python-on-whales (which
-also drives the CLI) is not used for these calls: its `python_on_whales.utils.run()` calls
-`subprocess.run` without a timeout, so a daemon that stops answering would hang the testbed, and it
-would bypass the one helper that echoes `+ docker ...` and raises `CommandError` with the output.
+Every call goes through python-on-whales, which drives the same `docker` CLI a user would type (so the
+CLI's context, config and credential helpers apply) and gives typed calls (`docker.image.exists`,
+`docker.container.execute`, ...) instead of hand-built argv, with failures as `DockerException`s that
+keep the command, its exit code and its output. These are turned into `CommandError`s, like the ones
+`testbed.proc.run` raises, and each call prints `+ docker ...` to stderr when `proc.ECHO` is set.
+
+python-on-whales' `run()` calls `subprocess.run` without a timeout, so each call here gets its own
+`DockerClient` whose `client_call` is `timeout --kill-after=5 SECONDS docker`: coreutils' `timeout`
+sends SIGTERM to the CLI's process group (CLI plugins such as buildx included) after SECONDS, SIGKILL
+5 s later, and exits 124 (137 after the SIGKILL). python-on-whales puts `client_call` in front of every
+command it runs, so a daemon that stops answering cannot hang the testbed; such an exit becomes a
+one-line `CommandError` (with `exit_code` None, as in `proc.run`) naming the docker command and the
+timeout. The timeout bounds each CLI run: a python-on-whales call that runs the CLI twice (`image.save`
+inspects the image first, a build inspects its result) can take up to twice as long.
 
 A kind node is a Docker container, so its CPU (kubelet, containerd and every pod on it) is the CPU of
 that container's cgroup: `node_cpu_seconds()` reads the cumulative `usage_usec` of cgroup v2's
@@ -16,8 +26,17 @@ kubernetes/kubernetes#134298), so a kind node there could not run the benchmark 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run as pow_run
 
 from testbed import proc
 from testbed.errors import CommandError, TestbedError, UsageError
@@ -30,13 +49,22 @@ BUILD_TIMEOUT_S = 1800.0
 SAVE_TIMEOUT_S = 600.0
 EXEC_TIMEOUT_S = 30.0
 
+#: How long `timeout` waits after its SIGTERM before it sends SIGKILL.
+KILL_AFTER_S = 5
+#: Exit codes of coreutils' `timeout` when the time ran out: after SIGTERM, and after SIGKILL (128 + 9).
+TIMED_OUT_EXIT_CODES = (124, 137)
+NO_DOCKER_CLI = "the docker CLI is not on PATH: install Docker (Debian: apt-get install docker.io)"
+
+T = TypeVar("T")
+
 
 def daemon_reachable(*, timeout: float = DAEMON_TIMEOUT_S) -> str | None:
     """None if a Docker daemon answers; otherwise what is wrong, in one line."""
+    _echo("version", "--format", "{{json .}}")
     try:
-        proc.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=timeout)
-    except UsageError:
-        return "the docker CLI is not on PATH: install Docker (Debian: apt-get install docker.io)"
+        _call(timeout, lambda docker: docker.version())
+    except UsageError as e:
+        return e.message
     except CommandError as e:
         if e.exit_code is None:
             return f"the Docker daemon did not answer within {timeout:g} s"
@@ -47,7 +75,15 @@ def daemon_reachable(*, timeout: float = DAEMON_TIMEOUT_S) -> str | None:
 
 def daemon_cgroup_version(*, timeout: float = DAEMON_TIMEOUT_S) -> int:
     """The cgroup version (1 or 2) of the daemon's host: kind nodes for Kubernetes 1.35 need 2."""
-    out = proc.run(["docker", "info", "--format", "{{.CgroupVersion}}"], timeout=timeout).stdout.strip()
+    # python-on-whales' `SystemInfo` (0.81) has no `CgroupVersion` field, so `docker.info()` drops it:
+    # the same `docker info` is run through python-on-whales' own runner, with the client's timeout.
+    args = ["info", "--format", "{{.CgroupVersion}}"]
+    _echo(*args)
+
+    def info(docker: DockerClient) -> str:
+        return pow_run([*docker.client_config.docker_cmd, *args], return_stderr=False)
+
+    out = _call(timeout, info).strip()
     if out not in ("1", "2"):
         raise TestbedError(f"`docker info` reports cgroup version {out!r}; expected 1 or 2")
     return int(out)
@@ -61,44 +97,51 @@ def build_image(
     dockerfile: Path | None = None,
     timeout: float = BUILD_TIMEOUT_S,
 ) -> None:
-    """`docker build` of `context_dir` (with its `Dockerfile`, or `dockerfile`) into the daemon as `tag`."""
-    argv = ["docker", "build", "--tag", tag]
-    for name, value in sorted((build_args or {}).items()):
-        argv += ["--build-arg", f"{name}={value}"]
+    """Build `context_dir` (with its `Dockerfile`, or `dockerfile`) into the daemon as `tag`.
+
+    With the buildx plugin, `docker buildx build --load`: the image lands in the daemon whatever the
+    current builder (a docker-container one keeps results in its own cache without `--load`). Without
+    it (Debian's docker.io), the classic builder: `docker build`.
+    """
+    args = dict(sorted((build_args or {}).items()))
+    options: list[str] = [f for name, value in args.items() for f in ("--build-arg", f"{name}={value}")]
     if dockerfile is not None:
-        argv += ["--file", str(dockerfile)]
-    argv.append(str(context_dir))
-    proc.run(argv, timeout=timeout)
-    # A buildx builder with the docker-container driver builds into its own cache, not into the daemon.
+        options += ["--file", str(dockerfile)]
+
+    def build(docker: DockerClient) -> None:
+        if _buildx_installed(docker):
+            _echo("buildx", "build", *options, "--load", "--tag", tag, str(context_dir))
+            docker.buildx.build(
+                context_dir, build_args=args, file=dockerfile, load=True, progress=False, tags=[tag]
+            )
+        else:
+            _echo("build", "--quiet", *options, "--tag", tag, str(context_dir))
+            docker.legacy_build(context_dir, build_args=args, file=dockerfile, tags=tag, quiet=True)
+
+    _call(timeout, build)
     if not image_exists(tag):
-        raise TestbedError(
-            f"`docker build` finished but {tag} is not in the daemon's images: "
-            "if the default buildx builder is a docker-container one, run `docker buildx use default`"
-        )
+        raise TestbedError(f"the docker build finished but {tag} is not in the daemon's images")
 
 
 def image_exists(tag: str, *, timeout: float = DAEMON_TIMEOUT_S) -> bool:
     """Whether the daemon has an image `tag` (nothing is pulled)."""
-    try:
-        proc.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], timeout=timeout)
-    except CommandError as e:
-        if e.exit_code is not None and "no such image" in (e.stderr + e.stdout).lower():
-            return False
-        raise
-    return True
+    _echo("image", "inspect", tag)
+    return _call(timeout, lambda docker: docker.image.exists(tag))
 
 
 def save_image(tag: str, path: Path, *, timeout: float = SAVE_TIMEOUT_S) -> Path:
     """`docker image save` of `tag` to the tar file `path` (for `kind load image-archive` and CI caches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    proc.run(["docker", "image", "save", "--output", str(path), tag], timeout=timeout)
+    _echo("image", "save", "--output", str(path), tag)
+    _call(timeout, lambda docker: docker.image.save(tag, output=path))
     return path
 
 
 def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> float:
     """Cumulative CPU seconds of everything in a kind node container, from its cgroup v2 `cpu.stat`."""
+    _echo("exec", container, "cat", CPU_STAT)
     try:
-        result = proc.run(["docker", "exec", container, "cat", CPU_STAT], timeout=timeout)
+        out = _call(timeout, lambda docker: docker.container.execute(container, ["cat", CPU_STAT]))
     except CommandError as e:
         if e.exit_code is not None and "no such file" in e.stderr.lower():
             raise TestbedError(
@@ -106,7 +149,9 @@ def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> floa
                 "Kubernetes 1.35 kubelet does not start; use a cgroup v2 host (e.g. GitHub's ubuntu-latest)"
             ) from None
         raise
-    return parse_cpu_stat(result.stdout, source=f"{CPU_STAT} of {container}")
+    if not isinstance(out, str):  # only `detach` or `stream` make `execute` return something else
+        raise TypeError(f"docker.container.execute returned {type(out).__name__}, not the output")
+    return parse_cpu_stat(out, source=f"{CPU_STAT} of {container}")
 
 
 def parse_cpu_stat(text: str, *, source: str = CPU_STAT) -> float:
@@ -119,3 +164,66 @@ def parse_cpu_stat(text: str, *, source: str = CPU_STAT) -> float:
             except ValueError:
                 break
     raise TestbedError(f"{source} has no `usage_usec N` line: {text.strip()[:200]!r}")
+
+
+def _client(timeout: float) -> DockerClient:
+    """A client whose every `docker` run is ended by coreutils' `timeout` after `timeout` seconds."""
+    docker = shutil.which("docker")
+    if docker is None:
+        raise UsageError(NO_DOCKER_CLI)
+    timeout_bin = shutil.which("timeout")
+    if timeout_bin is None:
+        raise UsageError("coreutils' `timeout` is not on PATH: install coreutils")
+    return DockerClient(client_call=[timeout_bin, f"--kill-after={KILL_AFTER_S}", f"{timeout:g}", docker])
+
+
+#: How many words of `client_call` come before the docker binary.
+_PREFIX_WORDS = 3
+
+
+def _call(timeout: float, call: Callable[[DockerClient], T]) -> T:
+    """`call` with a fresh timed client; a `DockerException` becomes a one-line `CommandError`."""
+    docker = _client(timeout)
+    started = time.monotonic()
+    try:
+        return call(docker)
+    except DockerException as e:
+        raise _command_error(e, timeout, time.monotonic() - started) from None
+
+
+def _buildx_installed(docker: DockerClient) -> bool:
+    try:
+        return docker.buildx.is_installed()
+    except DockerException as e:
+        if e.return_code in TIMED_OUT_EXIT_CODES:
+            raise
+        return False  # `docker buildx --help` fails with "unknown command" when there is no plugin
+
+
+def _command_error(e: DockerException, timeout: float, elapsed: float) -> CommandError:
+    argv = ["docker", *map(str, e.docker_command[_PREFIX_WORDS + 1 :])]
+    command = shlex.join(argv)
+    stdout, stderr = e.stdout or "", e.stderr or ""
+    # `docker exec` passes on its command's exit code: 124 is a timeout only if the time really ran out.
+    if e.return_code in TIMED_OUT_EXIT_CODES and elapsed >= 0.95 * timeout:
+        return CommandError(
+            f"docker call timed out after {timeout:g} s: {command}",
+            argv=argv,
+            exit_code=None,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    last = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
+    return CommandError(
+        f"{command} exited with code {e.return_code}: {last[0]}",
+        argv=argv,
+        exit_code=e.return_code,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def _echo(*args: str) -> None:
+    """`+ docker ...` on stderr, as `testbed.proc.run` prints its commands (off with `--quiet`)."""
+    if proc.ECHO:
+        print("+ " + shlex.join(["docker", *args]), file=sys.stderr, flush=True)

@@ -17,6 +17,9 @@ from testbed import proc
 from testbed.errors import TestbedError, UsageError
 from testbed.loadgen.config import LoadConfig
 
+#: Locust's own default master port (`locust --master-bind-port`).
+DEFAULT_MASTER_PORT = 5557
+
 
 def preflight(config: LoadConfig, *, timeout_s: float = 3.0) -> None:
     """Fail fast, before anything is measured, when the target cannot be reached at all."""
@@ -41,16 +44,37 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def run_trial(config: LoadConfig) -> dict[str, Any]:
-    """Run the trial and return its `testbed.load/1` document (valid or not)."""
+def run_trial(
+    config: LoadConfig, *, expect_workers: int = 0, master_bind: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    """Run the trial and return its `testbed.load/1` document (valid or not).
+
+    With `expect_workers`, this process is a Locust master listening on `master_bind` that waits for
+    that many workers started elsewhere (`python -m testbed.loadgen.worker HOST PORT`, e.g. in other
+    pods) and gives each a share of the load, instead of starting `config.processes` workers itself.
+    """
     preflight(config)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     # Imported here: Locust monkey-patches the whole process with gevent on import.
     from testbed.loadgen import engine
     from testbed.loadgen.result import build_result
 
-    shares = engine.run_local(config) if config.processes == 1 else _run_distributed(config, engine)
+    if expect_workers:
+        host, port = master_bind or ("0.0.0.0", DEFAULT_MASTER_PORT)
+        shares = engine.run_master(config, workers=expect_workers, bind_host=host, bind_port=port)
+    elif config.processes == 1:
+        shares = engine.run_local(config)
+    else:
+        shares = _run_distributed(config, engine)
     return build_result(config, shares, started_at=started_at, locust_version=engine.LOCUST_VERSION)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`--master-bind`), checked."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--master-bind {text!r}: give HOST:PORT, e.g. 0.0.0.0:{DEFAULT_MASTER_PORT}")
+    return host, int(port)
 
 
 def _run_distributed(config: LoadConfig, engine: Any) -> list[Any]:

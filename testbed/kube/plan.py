@@ -1,0 +1,645 @@
+"""The plan of a run on Kubernetes (kind, existing): every command and every file, as data. No I/O.
+
+The platforms (`testbed/platforms/kind.py`, `existing.py`) run exactly these actions, and `--dry-run`
+prints them, so what is printed is what runs. A cluster's plan has phases, run in this order:
+
+    preflight   checks with clear errors (and warnings) before anything is created
+    prepare     the testbed image, built once per cluster (Docker's cache makes repeats cheap)
+    create      the kind cluster; skipped when an existing one is reused (--reuse)
+    provision   image into the nodes, mesh install, topology applied, every Deployment rolled out
+    verify      the mesh's own evidence that it is in the path
+    teardown    at the end, and after Ctrl-C, unless --keep
+    on_failure  before the teardown when something failed: logs into the run directory
+
+and each trial has its own small plan (`trial_plan`): kubelet scrapes, the load in the loadgen pod,
+the scrapes again.
+
+Every flag below was read in the tool's source at the pinned version; the file is named beside it:
+kind at tag v0.32.0 (kubernetes-sigs/kind), kubectl at v0.35.7 (kubernetes/kubectl, the staging copy of
+kubernetes v1.35.7's `staging/src/k8s.io/kubectl`) and its global flags at v0.35.6 (kubernetes/cli-runtime).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed import __version__
+from testbed.errors import UsageError
+from testbed.kube import manifests as m
+from testbed.kube.kindconfig import kind_config
+from testbed.loadgen.config import LoadConfig
+from testbed.plan import Trial, load_argv
+from testbed.topology import Topology
+from testbed.versions import Versions
+
+if TYPE_CHECKING:
+    from testbed.meshes.kube import KubeMesh
+
+#: The source checkout the image is built from (the Dockerfile copies testbed/ and scenarios/).
+SOURCE = Path(__file__).resolve().parent.parent.parent
+
+NAMESPACE = m.DEFAULT_NAMESPACE
+#: `kind create cluster --wait`: until the control plane node is Ready.
+KIND_WAIT = "5m"
+#: `kubectl rollout status --timeout` (a Go duration), and the command's own timeout a little above it.
+ROLLOUT_TIMEOUT = "5m"
+ROLLOUT_TIMEOUT_S = 330.0
+SCRAPE_TIMEOUT_S = 30.0
+#: What `kubectl exec` adds to a trial's own length (pod lookup, start of Python and Locust, the JSON).
+EXEC_MARGIN_S = 120.0
+#: How long the master waits for its workers to connect (`testbed.loadgen.engine.run_master`).
+WORKERS_CONNECT_S = 60.0
+#: Shown instead of node names on `existing`, where the nodes are found at run time.
+ANY_NODE = "NODE"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One external command: why, what, for how long at most, and what it reads on stdin."""
+
+    description: str
+    argv: tuple[str, ...]
+    timeout_s: float
+    stdin: str | None = None
+    #: Where its stdout is kept (failure logs); None: it is read by the platform or dropped.
+    output: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteFile:
+    """A file the commands after it read (the kind configuration, the manifests)."""
+
+    description: str
+    path: Path
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildImage:
+    """The testbed image, built by the Docker layer (`testbed.kube.docker.build_image`)."""
+
+    description: str
+    context: Path
+    tag: str
+    build_args: tuple[tuple[str, str], ...]
+    timeout_s: float
+
+    def argv(self) -> tuple[str, ...]:
+        """The equivalent `docker build` command, for the plan."""
+        args = [arg for name, value in self.build_args for arg in ("--build-arg", f"{name}={value}")]
+        return ("docker", "build", "--tag", self.tag, *args, str(self.context))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """A preflight check that the platform runs by `name`; `argv` is the command it runs, if any."""
+
+    description: str
+    name: str
+    argv: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+
+
+Action = Step | WriteFile | BuildImage | Check
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshContext:
+    """What a mesh plans its install and verification with."""
+
+    kubectl: tuple[str, ...]  # `kubectl --context C`
+    context: str
+    cluster: str | None  # the kind cluster, None on `existing`
+    namespace: str
+    versions: Versions
+    workdir: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterPlan:
+    """Everything done to bring one mesh's cluster up and down."""
+
+    platform: str
+    mesh: str
+    cluster: str | None
+    context: str
+    namespace: str
+    image: str
+    nodes: tuple[str, ...]  # empty on `existing`: the labelled nodes are found by preflight
+    node_containers: tuple[str, ...]  # kind's nodes are Docker containers; empty on `existing`
+    target_url: str
+    workdir: Path
+    logs_dir: Path
+    loadgen_workers: int
+    workers_manifest: Path | None
+    preflight: tuple[Check, ...]
+    prepare: tuple[Action, ...]
+    create: tuple[Action, ...]
+    provision: tuple[Action, ...]
+    verify: tuple[Step, ...]
+    teardown: tuple[Step, ...]
+    on_failure: tuple[Step, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialPlan:
+    """One trial on a cluster: setup, scrapes, the load, scrapes, cleanup."""
+
+    setup: tuple[Step, ...]
+    scrape_before: tuple[Step, ...]
+    load: Step
+    scrape_after: tuple[Step, ...]
+    cleanup: tuple[Step, ...]
+    node_containers: tuple[str, ...]
+
+
+def cluster_name(mesh: str) -> str:
+    return f"testbed-{mesh}"
+
+
+def kind_context(cluster: str) -> str:
+    """The kubeconfig context that `kind create cluster` writes."""
+    return f"kind-{cluster}"
+
+
+def kind_nodes(cluster: str, workers: int = 2) -> tuple[str, ...]:
+    """The node (and node container) names kind gives a control plane and `workers` workers.
+
+    kubernetes-sigs/kind v0.32.0 pkg/cluster/internal/providers/common/namer.go (namer_test.go:
+    `kind-test-control-plane`, `kind-test-worker`, `kind-test-worker2`).
+    """
+    return (f"{cluster}-control-plane", *(f"{cluster}-worker{i if i > 1 else ''}" for i in range(1, workers + 1)))
+
+
+def image_tag(version: str = __version__) -> str:
+    """The testbed image: tagged with the package version, never `latest` (kind would pull it again)."""
+    return f"testbed:{version}"
+
+
+def kubectl(context: str) -> tuple[str, ...]:
+    # --context: kubernetes/cli-runtime v0.35.6 pkg/genericclioptions/config_flags.go (flagContext),
+    # on every command, so that the user's current context is never used by accident.
+    return ("kubectl", "--context", context)
+
+
+def kind_plan(
+    mesh: KubeMesh,
+    topology: Topology,
+    *,
+    versions: Versions,
+    workdir: Path,
+    logs_dir: Path,
+    loadgen_workers: int = 1,
+    source: Path = SOURCE,
+) -> ClusterPlan:
+    """A kind cluster `testbed-<mesh>` of its own: created, provisioned, deleted."""
+    name = cluster_name(mesh.name)
+    context = kind_context(name)
+    image = image_tag()
+    _check_topology_in_image(topology, source)
+    config_path = workdir / "kind-config.yaml"
+    tools = ", ".join(("kind", "kubectl", *mesh.tools))
+    preflight = (
+        Check(
+            name="tools",
+            description=f"{tools} found (the pinned copies from `nox -s tools` first, then PATH); "
+            "a warning for a version that is not the pin",
+        ),
+        Check(name="docker", description="a Docker daemon answers (kind's nodes are Docker containers)"),
+        Check(
+            name="cgroup",
+            description="Docker's host runs cgroup v2 (a Kubernetes 1.35 kubelet does not start on v1)",
+        ),
+        Check(name="source", description=f"{source} is a source checkout with the Dockerfile"),
+        Check(
+            name="inotify",
+            description="fs.inotify.max_user_watches >= 524288 and max_user_instances >= 512 (else a warning)",
+        ),
+        Check(name="memory", description="about 6 GB of memory available for three kind nodes (else a warning)"),
+        Check(
+            name="cluster",
+            description=f"no kind cluster {name} exists yet (with --reuse: reuse it)",
+            # `kind get clusters` prints one name per line (pkg/cmd/kind/get/clusters/clusters.go).
+            argv=("kind", "get", "clusters"),
+        ),
+    )
+    prepare = (
+        BuildImage(
+            description=f"build the testbed image {image}",
+            context=source,
+            tag=image,
+            build_args=(("PYTHON_IMAGE", versions.python_image),),
+            timeout_s=1800.0,
+        ),
+    )
+    create_argv = [
+        "kind",
+        "create",
+        "cluster",
+        # --name, --config, --image, --wait: pkg/cmd/kind/create/cluster/createcluster.go (kind v0.32.0);
+        # --name overrides the config's `name`; --wait is a Go duration.
+        "--name",
+        name,
+        "--config",
+        str(config_path),
+        "--image",
+        versions.node_image,
+    ]
+    if not mesh.replaces_cni:
+        # Without a CNI the control plane never gets Ready: --wait would only time out (mesh-install.md).
+        create_argv += ["--wait", KIND_WAIT]
+    create = (
+        WriteFile(
+            description="the kind configuration: a control plane and two workers (apps, loadgen)",
+            path=config_path,
+            text=kind_config(mesh.name, name=name),
+        ),
+        Step(description=f"create the kind cluster {name}", argv=tuple(create_argv), timeout_s=900.0),
+    )
+    ctx = _mesh_context(context=context, cluster=name, versions=versions, workdir=workdir)
+    load_image = Step(
+        description=f"load {image} into every node (no registry needed)",
+        # `load docker-image IMAGE... --name`: pkg/cmd/kind/load/docker-image/docker-image.go (kind v0.32.0).
+        argv=("kind", "load", "docker-image", image, "--name", name),
+        timeout_s=600.0,
+    )
+    deploy, workers_manifest = _deploy_topology(mesh, topology, ctx, image=image, workers=loadgen_workers)
+    return ClusterPlan(
+        platform="kind",
+        mesh=mesh.name,
+        cluster=name,
+        context=context,
+        namespace=NAMESPACE,
+        image=image,
+        nodes=kind_nodes(name),
+        node_containers=kind_nodes(name),
+        target_url=m.service_url(topology.entry, NAMESPACE),
+        workdir=workdir,
+        logs_dir=logs_dir,
+        loadgen_workers=loadgen_workers,
+        workers_manifest=workers_manifest,
+        preflight=preflight,
+        prepare=prepare,
+        create=create,
+        provision=(load_image, *mesh.install_steps(ctx), *deploy),
+        verify=tuple(mesh.verify_steps(ctx)),
+        # `delete cluster --name`: pkg/cmd/kind/delete/cluster/deletecluster.go (kind v0.32.0); it
+        # succeeds when the cluster is already gone.
+        teardown=(
+            Step(
+                description=f"delete the kind cluster {name}",
+                argv=("kind", "delete", "cluster", "--name", name),
+                timeout_s=300.0,
+            ),
+        ),
+        on_failure=(
+            Step(
+                description=f"export the cluster's logs (nodes, pods, kubelet, containerd) to {logs_dir}",
+                # `export logs [output-dir] --name`: pkg/cmd/kind/export/logs/logs.go (kind v0.32.0).
+                argv=("kind", "export", "logs", str(logs_dir), "--name", name),
+                timeout_s=300.0,
+            ),
+        ),
+    )
+
+
+def existing_plan(
+    mesh: KubeMesh,
+    topology: Topology,
+    *,
+    context: str,
+    image: str,
+    versions: Versions,
+    workdir: Path,
+    logs_dir: Path,
+    loadgen_workers: int = 1,
+    source: Path = SOURCE,
+) -> ClusterPlan:
+    """A cluster the user already has (`--context`): nothing created or deleted but the app namespace."""
+    _check_topology_in_image(topology, source)
+    k = kubectl(context)
+    tools = ", ".join(("kubectl", *mesh.tools))
+    label = f"{m.ROLE_LABEL}="
+    preflight = (
+        Check(
+            name="tools",
+            description=f"{tools} found (the pinned copies from `nox -s tools` first, then PATH); "
+            "a warning for a version that is not the pin",
+        ),
+        Check(
+            name="context",
+            description=f"the kubeconfig has a context {context}",
+            # `config get-contexts -o name`: kubectl v0.35.7 pkg/cmd/config/get_contexts.go.
+            argv=("kubectl", "config", "get-contexts", "-o", "name"),
+        ),
+        *(
+            Check(
+                name=f"nodes-{role}",
+                description=f"a node labelled {label}{role} (label one yourself: the testbed does not)",
+                # -l and -o name: kubectl v0.35.7 pkg/cmd/util/helpers.go AddLabelSelectorFlagVar,
+                # pkg/cmd/get/get_flags.go (`name` printer).
+                argv=(*k, "get", "nodes", "-l", f"{label}{role}", "-o", "name"),
+            )
+            for role in (m.APPS_ROLE, m.LOADGEN_ROLE)
+        ),
+    )
+    ctx = _mesh_context(context=context, cluster=None, versions=versions, workdir=workdir)
+    deploy, workers_manifest = _deploy_topology(mesh, topology, ctx, image=image, workers=loadgen_workers)
+    return ClusterPlan(
+        platform="existing",
+        mesh=mesh.name,
+        cluster=None,
+        context=context,
+        namespace=NAMESPACE,
+        image=image,
+        nodes=(),
+        node_containers=(),
+        target_url=m.service_url(topology.entry, NAMESPACE),
+        workdir=workdir,
+        logs_dir=logs_dir,
+        loadgen_workers=loadgen_workers,
+        workers_manifest=workers_manifest,
+        preflight=preflight,
+        prepare=(),
+        create=(),
+        provision=(*mesh.install_steps(ctx), *deploy),
+        verify=tuple(mesh.verify_steps(ctx)),
+        teardown=(
+            Step(
+                description=f"delete the namespace {NAMESPACE} and everything in it",
+                # --ignore-not-found, --timeout (and --wait, true by default): kubectl v0.35.7
+                # pkg/cmd/delete/delete_flags.go.
+                argv=(*k, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout", ROLLOUT_TIMEOUT),
+                timeout_s=ROLLOUT_TIMEOUT_S,
+            ),
+        ),
+        on_failure=(
+            Step(
+                description=f"describe the pods of {NAMESPACE}, with their events",
+                argv=(*k, "describe", "pods", "-n", NAMESPACE),
+                timeout_s=60.0,
+                output=logs_dir / "pods.txt",
+            ),
+            Step(
+                description=f"the events of {NAMESPACE}",
+                argv=(*k, "get", "events", "-n", NAMESPACE),
+                timeout_s=60.0,
+                output=logs_dir / "events.txt",
+            ),
+        ),
+    )
+
+
+def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]) -> TrialPlan:
+    """The commands of one trial: the load runs in the loadgen pod, its JSON comes back on stdout."""
+    k = kubectl(cluster.context)
+    ns = cluster.namespace
+    scrapes = tuple(
+        Step(
+            description=f"CPU and memory of every container on {node} (the kubelet's /metrics/resource)",
+            # get --raw: kubectl v0.35.7 pkg/cmd/get/get.go; the API server proxies to the node's kubelet.
+            argv=(*k, "get", "--raw", f"/api/v1/nodes/{node}/proxy/metrics/resource"),
+            timeout_s=SCRAPE_TIMEOUT_S,
+        )
+        for node in nodes
+    )
+    distributed: tuple[str, ...] = ()
+    setup: tuple[Step, ...] = ()
+    cleanup: tuple[Step, ...] = ()
+    timeout = config.warmup_s + config.duration_s + config.timeout_s + EXEC_MARGIN_S
+    if cluster.loadgen_workers > 1:
+        assert cluster.workers_manifest is not None
+        # The workers are the engine's processes: the master in the loadgen pod only coordinates.
+        config = dataclasses.replace(config, processes=1)
+        distributed = (
+            "--expect-workers",
+            str(cluster.loadgen_workers),
+            "--master-bind",
+            f"0.0.0.0:{m.DEFAULT_MASTER_PORT}",
+        )
+        timeout += WORKERS_CONNECT_S
+        # A worker exits when its master quits, and its Deployment would restart it with a growing
+        # back-off: fresh workers for every trial, deleted afterwards (testbed.kube.manifests).
+        setup = (
+            Step(
+                description=f"start {cluster.loadgen_workers} load generator workers",
+                argv=(*k, "apply", "-f", str(cluster.workers_manifest)),
+                timeout_s=120.0,
+            ),
+            _rollout(k, m.WORKER_NAME, ns),
+        )
+        cleanup = (
+            Step(
+                description="stop the load generator workers",
+                argv=(
+                    *k,
+                    "delete",
+                    "deployment",
+                    m.WORKER_NAME,
+                    "-n",
+                    ns,
+                    # kubectl v0.35.7 pkg/cmd/delete/delete_flags.go.
+                    "--ignore-not-found",
+                    "--timeout",
+                    "60s",
+                ),
+                timeout_s=90.0,
+            ),
+        )
+    load = Step(
+        description=f"the trial: {config.rate:g} rps for {config.warmup_s:g} + {config.duration_s:g} s "
+        "from the loadgen pod; the testbed.load/1 JSON comes back on stdout",
+        argv=(
+            *k,
+            "exec",
+            # `exec (POD | TYPE/NAME) [-c CONTAINER] -- COMMAND [args...]`: kubectl v0.35.7
+            # pkg/cmd/exec/exec.go; -c from pkg/cmd/util/helpers.go AddContainerVarFlags (named, because
+            # a mesh may add a sidecar to the pod); -n from cli-runtime config_flags.go (flagNamespace).
+            f"deploy/{m.LOADGEN_NAME}",
+            "-n",
+            ns,
+            "-c",
+            m.LOADGEN_NAME,
+            "--",
+            "testbed",
+            "--quiet",
+            *load_argv(config),
+            *distributed,
+            "--out",
+            "-",
+        ),
+        timeout_s=timeout,
+    )
+    return TrialPlan(
+        setup=setup,
+        scrape_before=scrapes,
+        load=load,
+        scrape_after=scrapes,
+        cleanup=cleanup,
+        node_containers=cluster.node_containers,
+    )
+
+
+def _mesh_context(*, context: str, cluster: str | None, versions: Versions, workdir: Path) -> MeshContext:
+    return MeshContext(
+        kubectl=kubectl(context),
+        context=context,
+        cluster=cluster,
+        namespace=NAMESPACE,
+        versions=versions,
+        workdir=workdir,
+    )
+
+
+def _rollout(k: tuple[str, ...], deployment: str, namespace: str) -> Step:
+    return Step(
+        description=f"wait until {deployment} is rolled out and ready",
+        # `rollout status TYPE/NAME --timeout`: kubectl v0.35.7 pkg/cmd/rollout/rollout_status.go
+        # (--watch is true by default).
+        argv=(*k, "rollout", "status", f"deploy/{deployment}", "-n", namespace, "--timeout", ROLLOUT_TIMEOUT),
+        timeout_s=ROLLOUT_TIMEOUT_S,
+    )
+
+
+def _deploy_topology(
+    mesh: KubeMesh, topology: Topology, ctx: MeshContext, *, image: str, workers: int
+) -> tuple[tuple[Action, ...], Path | None]:
+    """Write and apply the manifests, then wait for every Deployment; the workers' file if any."""
+    if workers < 1:
+        raise UsageError(f"--loadgen-workers must be at least 1, got {workers}")
+    k, ns = ctx.kubectl, ctx.namespace
+    objects = m.manifests(
+        topology,
+        image=image,
+        namespace=ns,
+        namespace_labels=mesh.namespace_labels,
+        namespace_annotations=mesh.namespace_annotations,
+        pod_annotations=mesh.pod_annotations,
+    )
+    path = ctx.workdir / "manifests.yaml"
+    actions: list[Action] = [
+        WriteFile(
+            description=f"the {topology.name} topology and the idle load generator (namespace {ns})",
+            path=path,
+            text=m.to_yaml(objects),
+        ),
+        # -f: kubectl v0.35.7 pkg/cmd/apply/apply.go (DeleteFlags.AddFlags), from cli-runtime
+        # pkg/genericclioptions/filename_flags.go ("filename", "f").
+        Step(description="apply the manifests", argv=(*k, "apply", "-f", str(path)), timeout_s=120.0),
+        *(_rollout(k, s.name, ns) for s in topology.startup_order()),
+        _rollout(k, m.LOADGEN_NAME, ns),
+    ]
+    workers_manifest = None
+    if workers > 1:
+        workers_manifest = ctx.workdir / "loadgen-workers.yaml"
+        objects = m.loadgen_workers(
+            workers, image=image, namespace=ns, pod_annotations=mesh.pod_annotations
+        )
+        actions.append(
+            WriteFile(
+                description=f"{workers} Locust workers and the master's Service (applied per trial)",
+                path=workers_manifest,
+                text=m.to_yaml(objects),
+            )
+        )
+    return tuple(actions), workers_manifest
+
+
+def _check_topology_in_image(topology: Topology, source: Path) -> None:
+    topologies = (source / "scenarios" / "topologies").resolve()
+    if topology.source.resolve().parent != topologies:
+        raise UsageError(
+            f"topology {topology.source}: on Kubernetes the services read their topology from the image, "
+            f"which holds {topologies}/ only: put the file there"
+        )
+
+
+# --- The plan as text (--dry-run) ----------------------------------------------------------------
+
+
+def render_actions(actions: Iterable[Action]) -> list[str]:
+    """Each action as a `# why` line and the command (`+ ...`) or the file's whole text."""
+    lines: list[str] = []
+    for action in actions:
+        match action:
+            case Check():
+                lines.append(f"# check: {action.description}")
+                if action.argv:
+                    lines.append("+ " + shlex.join(action.argv))
+            case WriteFile():
+                lines.append(f"# write {action.path}: {action.description}")
+                lines += [f"    {line}".rstrip() for line in action.text.splitlines()]
+            case BuildImage():
+                lines.append(f"# {action.description} (Docker, timeout {action.timeout_s:g} s)")
+                lines.append("+ " + shlex.join(action.argv()))
+            case Step():
+                where = f"; stdout to {action.output}" if action.output is not None else ""
+                lines.append(f"# {action.description} (timeout {action.timeout_s:g} s{where})")
+                lines.append("+ " + shlex.join(action.argv))
+                if action.stdin is not None:
+                    lines.append("  with stdin:")
+                    lines += [f"    {line}".rstrip() for line in action.stdin.splitlines()]
+    return lines
+
+
+def render_cluster(plan: ClusterPlan, *, reuse: bool) -> list[str]:
+    """The phases that bring a mesh's cluster up, as they run before its first trial."""
+    where = f"kind cluster {plan.cluster}" if plan.cluster else "the existing cluster"
+    created = "skipped: --reuse and the cluster exists" if reuse else "refused if it exists: see --reuse"
+    sections: list[tuple[str, Sequence[Action]]] = [
+        (f"mesh {plan.mesh}: preflight ({where}, context {plan.context})", plan.preflight),
+        ("prepare", plan.prepare),
+        (f"create ({created})" if plan.cluster else "create", plan.create),
+        ("provision", plan.provision),
+        ("verify the mesh", plan.verify),
+    ]
+    return _sections(sections)
+
+
+def render_trial(
+    number: int, total: int, trial: Trial, plan: TrialPlan, *, cooldown_s: float
+) -> list[str]:
+    title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
+    lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
+    lines += render_actions(plan.setup)
+    lines += render_actions(plan.scrape_before)
+    if plan.node_containers:
+        lines.append(_node_cpu_line(plan.node_containers))
+    lines += render_actions([plan.load])
+    lines += render_actions(plan.scrape_after)
+    if plan.node_containers:
+        lines.append(_node_cpu_line(plan.node_containers))
+    lines += render_actions(plan.cleanup)
+    return [*lines, ""]
+
+
+def render_end(plan: ClusterPlan, *, keep: bool) -> list[str]:
+    """What happens to a cluster at the end: its teardown, and what a failure adds before it."""
+    teardown = "skipped: --keep" if keep else "at the end, and after Ctrl-C, unless --keep"
+    return _sections(
+        [
+            (f"mesh {plan.mesh}: on failure, first ({plan.logs_dir})", plan.on_failure),
+            (f"mesh {plan.mesh}: teardown ({teardown})", plan.teardown),
+        ]
+    )
+
+
+def _sections(sections: Sequence[tuple[str, Sequence[Action]]]) -> list[str]:
+    lines: list[str] = []
+    for title, actions in sections:
+        if actions:
+            lines += [f"== {title}", *render_actions(actions), ""]
+    return lines
+
+
+def _node_cpu_line(containers: Sequence[str]) -> str:
+    return f"# CPU of each kind node container, kernel work included (Docker, cgroup cpu.stat): {', '.join(containers)}"
+
+
+def describe_versions(versions: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in versions.items())
