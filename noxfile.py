@@ -57,3 +57,56 @@ def tools(session: nox.Session) -> None:
     """The pinned CLIs (kind, kubectl, helm, istioctl, linkerd, cilium), verified, into the tool cache."""
     session.install("-e", ".")
     session.run("python", "-m", "testbed.tools", *session.posargs)
+
+
+@nox.session(name="bench-none", python=PYTHON, tags=["bench"])
+def bench_none(session: nox.Session) -> None:
+    """The no-mesh baseline on kind (Docker and the pinned kind and kubectl needed: `nox -s tools`)."""
+    session.install("-e", ".")
+    session.run(
+        "testbed", "run", "--platform", "kind", "--mesh", "none", "--scenario", "steady", *session.posargs
+    )
+
+
+@nox.session(name="pull-images", python=PYTHON, tags=["setup"])
+def pull_images(session: nox.Session) -> None:
+    """Pull every configuration's images and save one archive each."""
+    session.install("-e", ".")
+    session.run("python", "-m", "testbed.images", "pull", *session.posargs)
+
+
+def _bench_kind(session: nox.Session, meshes: str) -> None:
+    session.install("-e", ".")
+    session.run(
+        "testbed", "run", "--platform", "kind", "--mesh", meshes, "--scenario", "steady", *session.posargs
+    )
+
+
+@nox.session(name="bench-istio", python=PYTHON, tags=["bench"])
+def bench_istio(session: nox.Session) -> None:
+    """Istio sidecars (STRICT mTLS) against no mesh, on kind."""
+    _bench_kind(session, "none,istio")
+
+
+@nox.session(name="bench-istio-ambient", python=PYTHON, tags=["bench"])
+def bench_istio_ambient(session: nox.Session) -> None:
+    """Istio ambient (ztunnel, STRICT) against no mesh, on kind."""
+    _bench_kind(session, "none,istio-ambient")
+
+
+@nox.session(name="bench-linkerd", python=PYTHON, tags=["bench"])
+def bench_linkerd(session: nox.Session) -> None:
+    """Linkerd (all-authenticated) against no mesh, on kind."""
+    _bench_kind(session, "none,linkerd")
+
+
+@nox.session(name="bench-cilium", python=PYTHON, tags=["bench"])
+def bench_cilium(session: nox.Session) -> None:
+    """Cilium with WireGuard against no mesh, on kind."""
+    _bench_kind(session, "none,cilium")
+
+
+@nox.session(name="bench-all", python=PYTHON, tags=["bench"])
+def bench_all(session: nox.Session) -> None:
+    """Every configuration, one kind cluster at a time, then one report over all of them (the nightly job)."""
+    _bench_kind(session, "none,istio,istio-ambient,linkerd,cilium")

@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a whole benchmark: every mesh, rate and trial of a scenario, then a report",
         description="Bring the topology up with each mesh, load it trial by trial, and report the overhead.",
     )
-    run.add_argument("--platform", default="local", help="local (default)")
+    run.add_argument(
+        "--platform",
+        default="local",
+        help="local (default), kind (a kind cluster per mesh) or existing (a cluster of yours: --context)",
+    )
     run.add_argument("--mesh", default="none,envoy", help="comma-separated meshes (default none,envoy)")
     run.add_argument("--scenario", default="steady", help="scenario name in scenarios/ or a .toml path")
     run.add_argument("--topology", default="shop", help="topology name in scenarios/topologies/ or a path")
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--run-id", default=None, help="name of the run directory (default: time, platform, scenario)"
     )
+    _add_kube_options(run)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser(
@@ -131,6 +136,34 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--md", default=None, metavar="FILE", help="also write the table as Markdown")
     cmp.set_defaults(func=cmd_compare)
     return parser
+
+
+def _add_kube_options(run: argparse.ArgumentParser) -> None:
+    """`testbed run` options of the Kubernetes platforms, and `--dry-run`."""
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the whole plan (every command and manifest) and run nothing",
+    )
+    run.add_argument(
+        "--reuse", action="store_true", help="kind: run on a cluster testbed-<mesh> that exists already"
+    )
+    run.add_argument(
+        "--keep", action="store_true", help="kind, existing: keep the cluster (or namespace) at the end"
+    )
+    run.add_argument("--context", default=None, help="existing: the kubeconfig context of the cluster")
+    run.add_argument(
+        "--image",
+        default=None,
+        help="existing: the testbed image the nodes can pull (default testbed:VERSION, as kind builds it)",
+    )
+    run.add_argument(
+        "--loadgen-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kind, existing: N > 1 runs the load in N worker pods (Locust's distributed mode)",
+    )
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -177,16 +210,45 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Which `testbed run` options each platform takes, with their defaults (others are refused, not ignored).
+_PLATFORM_OPTIONS: dict[str, tuple[tuple[str, ...], object]] = {
+    "reuse": (("kind",), False),
+    "keep": (("kind", "existing"), False),
+    "context": (("existing",), None),
+    "image": (("existing",), None),
+    "loadgen_workers": (("kind", "existing"), 1),
+}
+
+
 def _platform(name: str, args: argparse.Namespace) -> Any:
+    if name not in ("local", "kind", "existing"):
+        raise UsageError(f"unknown platform {name!r} (known: local, kind, existing)")
+    for option, (platforms, default) in _PLATFORM_OPTIONS.items():
+        if getattr(args, option) != default and name not in platforms:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} applies to --platform {' or '.join(platforms)} only")
+    if args.loadgen_workers < 1:
+        raise UsageError(f"--loadgen-workers must be at least 1, got {args.loadgen_workers}")
     if name == "local":
         from testbed.platforms.local import LocalPlatform
 
         if args.envoy_concurrency < 1:
             raise UsageError(f"--envoy-concurrency must be at least 1, got {args.envoy_concurrency}")
         return LocalPlatform(envoy_concurrency=args.envoy_concurrency)
-    if name in ("kind", "existing"):
-        raise UsageError(f"the {name} platform is not built yet: use --platform local")
-    raise UsageError(f"unknown platform {name!r} (known: local)")
+    if name == "kind":
+        from testbed.platforms.kind import KindPlatform
+
+        return KindPlatform(keep=args.keep, reuse=args.reuse, loadgen_workers=args.loadgen_workers)
+    from testbed.platforms.existing import ExistingPlatform
+
+    if not args.context:
+        raise UsageError(
+            "--platform existing needs --context NAME: the kubeconfig context of your cluster "
+            "(see `kubectl config get-contexts`)"
+        )
+    return ExistingPlatform(
+        context=args.context, image=args.image, keep=args.keep, loadgen_workers=args.loadgen_workers
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -194,7 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from testbed.report import write_report
-    from testbed.run import RunOptions, execute
+    from testbed.run import RunOptions, dry_run, execute
     from testbed.scenario import load_scenario
     from testbed.topology import load_topology
 
@@ -216,6 +278,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=Path(args.out),
         run_id=args.run_id,
     )
+    if args.dry_run:
+        print(dry_run(options), end="")
+        return 0
     run_dir = execute(options)
     paths = write_report(run_dir)
     print(paths["markdown"].read_text())

@@ -6,14 +6,17 @@ run.json says how the run ended.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform as host_platform
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from testbed import __version__
 from testbed.errors import Interrupted, TestbedError
@@ -24,6 +27,28 @@ from testbed.scenario import Scenario
 from testbed.topology import Topology
 
 RUN_SCHEMA = "testbed.run/1"
+
+
+@runtime_checkable
+class KeepsClusters(Protocol):
+    """A platform that keeps something up across trials (a kind cluster per mesh) until the run ends."""
+
+    #: Run each mesh's trials in one block (one cluster at a time) rather than alternated.
+    one_mesh_at_a_time: bool
+
+    def session(self, run_dir: Path) -> AbstractContextManager[None]: ...
+
+    def release(self, mesh: str) -> None:
+        """The mesh's last trial is done: tear its cluster down now (unless --keep)."""
+
+
+@runtime_checkable
+class DescribesPlan(Protocol):
+    """A platform that can print every command and file of a run without running it (`--dry-run`)."""
+
+    def describe(
+        self, topology: Topology, scenario: Scenario, trials: Sequence[Trial], run_dir: Path
+    ) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,10 +96,8 @@ def execute(options: RunOptions) -> Path:
 
     platform, scenario, topology = options.platform, options.scenario, options.topology
     platform.check_meshes(options.meshes)
-    trials = plan_trials(scenario, options.meshes)
-    run_id = options.run_id or dt.datetime.now(dt.UTC).strftime(
-        f"%Y%m%dT%H%M%SZ-{platform.name}-{scenario.name}"
-    )
+    trials = _trials(options)
+    run_id = _run_id(options)
     run_dir = options.out / run_id
     if run_dir.exists():
         raise TestbedError(f"{run_dir} exists already: choose another --run-id or --out")
@@ -104,12 +127,17 @@ def execute(options: RunOptions) -> Path:
     }
     _write_json(run_dir / "run.json", meta)
     print(f"run {run_id}: {len(trials)} trials -> {run_dir}", flush=True)
+    session = platform.session(run_dir) if isinstance(platform, KeepsClusters) else contextlib.nullcontext()
     try:
-        for number, trial in enumerate(trials, 1):
-            result = run_trial(options, trial, run_dir)
-            meta["finished_trials"] = number
-            _write_json(run_dir / "run.json", meta)
-            print(_one_line(number, len(trials), trial, result), flush=True)
+        last = {trial.mesh: number for number, trial in enumerate(trials, 1)}
+        with session:
+            for number, trial in enumerate(trials, 1):
+                result = run_trial(options, trial, run_dir)
+                meta["finished_trials"] = number
+                _write_json(run_dir / "run.json", meta)
+                print(_one_line(number, len(trials), trial, result), flush=True)
+                if last[trial.mesh] == number and isinstance(platform, KeepsClusters):
+                    platform.release(trial.mesh)
         meta["status"] = "complete"
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
@@ -126,6 +154,37 @@ def execute(options: RunOptions) -> Path:
         meta["ended_at"] = _now()
         _write_json(run_dir / "run.json", meta)
     return run_dir
+
+
+def dry_run(options: RunOptions) -> str:
+    """What `execute` would do, as text: nothing is run and nothing is written (`--dry-run`)."""
+    platform, scenario = options.platform, options.scenario
+    platform.check_meshes(options.meshes)
+    trials = _trials(options)
+    run_dir = options.out / _run_id(options)
+    header = (
+        f"run {run_dir.name}: {len(trials)} trials -> {run_dir}\n"
+        f"scenario {scenario.name}: rates {', '.join(f'{r:g}' for r in scenario.rates)} rps, "
+        f"{scenario.trials} trial(s) each, {scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s; "
+        f"topology {options.topology.name} (entry {options.topology.entry})\n"
+        "dry run: nothing below is run\n"
+    )
+    if isinstance(platform, DescribesPlan):
+        return header + "\n" + platform.describe(options.topology, scenario, trials, run_dir)
+    lines = [f"the {platform.name} platform starts its processes at run time; the trials:"]
+    lines += [f"[{n}/{len(trials)}] {t.mesh} {t.rate:g} rps trial {t.index}" for n, t in enumerate(trials, 1)]
+    return header + "\n".join(lines) + "\n"
+
+
+def _trials(options: RunOptions) -> tuple[Trial, ...]:
+    by_mesh = isinstance(options.platform, KeepsClusters) and options.platform.one_mesh_at_a_time
+    return plan_trials(options.scenario, options.meshes, by_mesh=by_mesh)
+
+
+def _run_id(options: RunOptions) -> str:
+    return options.run_id or dt.datetime.now(dt.UTC).strftime(
+        f"%Y%m%dT%H%M%SZ-{options.platform.name}-{options.scenario.name}"
+    )
 
 
 def run_trial(options: RunOptions, trial: Trial, run_dir: Path) -> dict[str, Any]:

@@ -24,6 +24,11 @@ ARCHES = ("amd64", "arm64")
 _NODE_IMAGE = re.compile(r"^kindest/node:(?P<tag>v(?P<major>\d+)\.(?P<minor>\d+)\.\d+)@sha256:[0-9a-f]{64}$")
 _SEMVER = re.compile(r"^v?(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)$")
 _EDGE = re.compile(r"^edge-(?P<yy>\d\d)\.(?P<month>\d{1,2})\.(?P<n>\d+)$")
+#: An image repository prefix with its registry host and no tag, e.g. quay.io/cilium (lowercase, as
+#: distribution/reference's grammar requires of repository paths).
+_REGISTRY = re.compile(r"^[a-z0-9][a-z0-9.-]*\.[a-z0-9.-]+(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # distribution/reference's tag grammar
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +68,7 @@ class Kubernetes:
 class Istio:
     version: str
     chart_repo: str
+    hub: str  # the release images' repository prefix: HUB/pilot:VERSION and so on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,12 +76,19 @@ class Linkerd:
     version: str
     chart_version: str
     chart_repo: str
+    image_registry: str  # REGISTRY/controller:VERSION and REGISTRY/proxy:VERSION
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cilium:
     version: str
     chart_repo: str
+    image_registry: str
+    #: The digests the chart pins (`image.digest`, `operator.image.genericDigest`, `envoy.image`).
+    agent_digest: str
+    operator_generic_digest: str
+    envoy_tag: str
+    envoy_digest: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +139,17 @@ class Versions:
 _TABLES: dict[str, dict[str, bool]] = {
     "kubernetes": {"node_image": True},
     "images": {"python": True},
-    "istio": {"version": True, "chart_repo": True},
-    "linkerd": {"version": True, "chart_version": True, "chart_repo": True},
-    "cilium": {"version": True, "chart_repo": True},
+    "istio": {"version": True, "chart_repo": True, "hub": True},
+    "linkerd": {"version": True, "chart_version": True, "chart_repo": True, "image_registry": True},
+    "cilium": {
+        "version": True,
+        "chart_repo": True,
+        "image_registry": True,
+        "agent_digest": True,
+        "operator_generic_digest": True,
+        "envoy_tag": True,
+        "envoy_digest": True,
+    },
     "gateway_api": {"version": True, "linkerd_version": True, "install_url": True},
     "metrics_server": {"chart_version": True, "app_version": True, "chart_repo": True},
 }
@@ -170,6 +191,7 @@ def parse_versions(data: Mapping[str, Any], *, path: Path) -> Versions:
         tables[name] = _table(path, name, data[name], keys)
     for name in ("istio", "linkerd", "cilium", "metrics_server"):
         _url(path, f"{name}.chart_repo", tables[name]["chart_repo"], frozenset())
+    _image_pins(path, tables)
 
     kubernetes = _kubernetes(path, tables["kubernetes"])
     istio = Istio(**tables["istio"])
@@ -249,6 +271,23 @@ def _semver(path: Path, field: str, value: str, *, v: bool) -> re.Match[str]:
     if match is None or value.startswith("v") != v:
         raise _fail(path, field, f"must be a version like {'vX.Y.Z' if v else 'X.Y.Z'}, got {value!r}")
     return match
+
+
+def _image_pins(path: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
+    """The image repositories and digests the meshes' charts use (read by `testbed.images`)."""
+    for field, value in (
+        ("istio.hub", tables["istio"]["hub"]),
+        ("linkerd.image_registry", tables["linkerd"]["image_registry"]),
+        ("cilium.image_registry", tables["cilium"]["image_registry"]),
+    ):
+        if not _REGISTRY.match(value):
+            raise _fail(path, field, f"must be a registry host and path like quay.io/cilium, got {value!r}")
+    cilium = tables["cilium"]
+    for key in ("agent_digest", "operator_generic_digest", "envoy_digest"):
+        if not _DIGEST.match(cilium[key]):
+            raise _fail(path, f"cilium.{key}", f"must be sha256:<64 hex digits>, got {cilium[key]!r}")
+    if not _IMAGE_TAG.match(cilium["envoy_tag"]):
+        raise _fail(path, "cilium.envoy_tag", f"not a valid image tag: {cilium['envoy_tag']!r}")
 
 
 def _kubernetes(path: Path, table: Mapping[str, str]) -> Kubernetes:

@@ -36,6 +36,18 @@ def test_plan_alternates_meshes_trial_by_trial(tmp_path: Path) -> None:
     assert str(plan[1].path) == "envoy/200/trial-1"
 
 
+def test_plan_by_mesh_runs_one_cluster_at_a_time(tmp_path: Path) -> None:
+    """On kind a mesh is a cluster: all its trials run in one block, so one cluster is up at a time."""
+    scenario = load_scenario(
+        write(tmp_path, "rates = [200, 1000]\nduration_s = 5\nwarmup_s = 1\ntrials = 2\n")
+    )
+    plan = plan_trials(scenario, ("none", "istio"), by_mesh=True)
+    assert [(t.mesh, t.rate, t.index) for t in plan] == [
+        ("none", 200, 1), ("none", 200, 2), ("none", 1000, 1), ("none", 1000, 2),
+        ("istio", 200, 1), ("istio", 200, 2), ("istio", 1000, 1), ("istio", 1000, 2),
+    ]  # fmt: skip
+
+
 def test_load_command_of_a_trial(tmp_path: Path) -> None:
     scenario = load_scenario(write(tmp_path, "rates = [250]\nduration_s = 10\nwarmup_s = 3\ntrials = 1\n"))
     trial = plan_trials(scenario, ("none",))[0]

@@ -103,6 +103,8 @@ class Check:
     name: str
     argv: tuple[str, ...] = ()
     timeout_s: float = 30.0
+    #: The CLIs that the `tools` check resolves and compares with their pins.
+    tools: tuple[str, ...] = ()
 
 
 Action = Step | WriteFile | BuildImage | Check
@@ -173,7 +175,10 @@ def kind_nodes(cluster: str, workers: int = 2) -> tuple[str, ...]:
     kubernetes-sigs/kind v0.32.0 pkg/cluster/internal/providers/common/namer.go (namer_test.go:
     `kind-test-control-plane`, `kind-test-worker`, `kind-test-worker2`).
     """
-    return (f"{cluster}-control-plane", *(f"{cluster}-worker{i if i > 1 else ''}" for i in range(1, workers + 1)))
+    return (
+        f"{cluster}-control-plane",
+        *(f"{cluster}-worker{i if i > 1 else ''}" for i in range(1, workers + 1)),
+    )
 
 
 def image_tag(version: str = __version__) -> str:
@@ -203,11 +208,12 @@ def kind_plan(
     image = image_tag()
     _check_topology_in_image(topology, source)
     config_path = workdir / "kind-config.yaml"
-    tools = ", ".join(("kind", "kubectl", *mesh.tools))
+    tools = ("kind", "kubectl", *mesh.tools)
     preflight = (
         Check(
             name="tools",
-            description=f"{tools} found (the pinned copies from `nox -s tools` first, then PATH); "
+            tools=tools,
+            description=f"{', '.join(tools)} found (the pinned copies from `nox -s tools` first, then PATH); "
             "a warning for a version that is not the pin",
         ),
         Check(name="docker", description="a Docker daemon answers (kind's nodes are Docker containers)"),
@@ -218,9 +224,11 @@ def kind_plan(
         Check(name="source", description=f"{source} is a source checkout with the Dockerfile"),
         Check(
             name="inotify",
-            description="fs.inotify.max_user_watches >= 524288 and max_user_instances >= 512 (else a warning)",
+            description="fs.inotify.max_user_watches >= 524288, max_user_instances >= 512 (else a warning)",
         ),
-        Check(name="memory", description="about 6 GB of memory available for three kind nodes (else a warning)"),
+        Check(
+            name="memory", description="about 6 GB of memory available for three kind nodes (else a warning)"
+        ),
         Check(
             name="cluster",
             description=f"no kind cluster {name} exists yet (with --reuse: reuse it)",
@@ -323,12 +331,13 @@ def existing_plan(
     """A cluster the user already has (`--context`): nothing created or deleted but the app namespace."""
     _check_topology_in_image(topology, source)
     k = kubectl(context)
-    tools = ", ".join(("kubectl", *mesh.tools))
+    tools = ("kubectl", *mesh.tools)
     label = f"{m.ROLE_LABEL}="
     preflight = (
         Check(
             name="tools",
-            description=f"{tools} found (the pinned copies from `nox -s tools` first, then PATH); "
+            tools=tools,
+            description=f"{', '.join(tools)} found (the pinned copies from `nox -s tools` first, then PATH); "
             "a warning for a version that is not the pin",
         ),
         Check(
@@ -374,13 +383,22 @@ def existing_plan(
                 description=f"delete the namespace {NAMESPACE} and everything in it",
                 # --ignore-not-found, --timeout (and --wait, true by default): kubectl v0.35.7
                 # pkg/cmd/delete/delete_flags.go.
-                argv=(*k, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout", ROLLOUT_TIMEOUT),
+                argv=(
+                    *k,
+                    "delete",
+                    "namespace",
+                    NAMESPACE,
+                    "--ignore-not-found",
+                    "--timeout",
+                    ROLLOUT_TIMEOUT,
+                ),
                 timeout_s=ROLLOUT_TIMEOUT_S,
             ),
         ),
         on_failure=(
             Step(
                 description=f"describe the pods of {NAMESPACE}, with their events",
+                # `describe (TYPE [NAME_PREFIX] ...)`: kubectl v0.35.7 pkg/cmd/describe/describe.go.
                 argv=(*k, "describe", "pods", "-n", NAMESPACE),
                 timeout_s=60.0,
                 output=logs_dir / "pods.txt",
@@ -537,9 +555,7 @@ def _deploy_topology(
     workers_manifest = None
     if workers > 1:
         workers_manifest = ctx.workdir / "loadgen-workers.yaml"
-        objects = m.loadgen_workers(
-            workers, image=image, namespace=ns, pod_annotations=mesh.pod_annotations
-        )
+        objects = m.loadgen_workers(workers, image=image, namespace=ns, pod_annotations=mesh.pod_annotations)
         actions.append(
             WriteFile(
                 description=f"{workers} Locust workers and the master's Service (applied per trial)",
@@ -575,7 +591,10 @@ def render_actions(actions: Iterable[Action]) -> list[str]:
                 lines.append(f"# write {action.path}: {action.description}")
                 lines += [f"    {line}".rstrip() for line in action.text.splitlines()]
             case BuildImage():
-                lines.append(f"# {action.description} (Docker, timeout {action.timeout_s:g} s)")
+                lines.append(
+                    f"# {action.description} (timeout {action.timeout_s:g} s; with the buildx plugin: "
+                    "docker buildx build --load)"
+                )
                 lines.append("+ " + shlex.join(action.argv()))
             case Step():
                 where = f"; stdout to {action.output}" if action.output is not None else ""
@@ -590,7 +609,9 @@ def render_actions(actions: Iterable[Action]) -> list[str]:
 def render_cluster(plan: ClusterPlan, *, reuse: bool) -> list[str]:
     """The phases that bring a mesh's cluster up, as they run before its first trial."""
     where = f"kind cluster {plan.cluster}" if plan.cluster else "the existing cluster"
-    created = "skipped: --reuse and the cluster exists" if reuse else "refused if it exists: see --reuse"
+    created = (
+        "skipped if the cluster exists: --reuse" if reuse else "refused if the cluster exists: see --reuse"
+    )
     sections: list[tuple[str, Sequence[Action]]] = [
         (f"mesh {plan.mesh}: preflight ({where}, context {plan.context})", plan.preflight),
         ("prepare", plan.prepare),
@@ -601,9 +622,7 @@ def render_cluster(plan: ClusterPlan, *, reuse: bool) -> list[str]:
     return _sections(sections)
 
 
-def render_trial(
-    number: int, total: int, trial: Trial, plan: TrialPlan, *, cooldown_s: float
-) -> list[str]:
+def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cooldown_s: float) -> list[str]:
     title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
     lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
     lines += render_actions(plan.setup)
@@ -638,7 +657,8 @@ def _sections(sections: Sequence[tuple[str, Sequence[Action]]]) -> list[str]:
 
 
 def _node_cpu_line(containers: Sequence[str]) -> str:
-    return f"# CPU of each kind node container, kernel work included (Docker, cgroup cpu.stat): {', '.join(containers)}"
+    nodes = ", ".join(containers)
+    return f"# CPU of each kind node container, kernel work included (Docker, cgroup cpu.stat): {nodes}"
 
 
 def describe_versions(versions: Mapping[str, str]) -> str:

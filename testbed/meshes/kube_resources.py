@@ -1,0 +1,98 @@
+"""The meshes' own Kubernetes settings as plain dicts: custom resources to apply, namespace labels and
+annotations. Pure functions, no I/O; the mesh modules apply them.
+
+What Istio 1.30.3 leaves on and off by default (istio/istio at 1.30.3), for the `minimal` and `ambient`
+profiles alike (`manifests/profiles/{minimal,ambient}.yaml` and `manifests/helm-profiles/ambient.yaml`
+set neither logs nor tracing; only `demo` sets `meshConfig.accessLogFile: /dev/stdout`, tracing providers
+and `pilot.traceSampling: 100`):
+
+- Access logs are off: `pkg/config/mesh/mesh.go` DefaultMeshConfig has `AccessLogFile: ""` and no
+  `defaultProviders.accessLogging`, and the istiod chart's mesh (`templates/configmap.yaml`) adds one
+  only for Stackdriver.
+- No spans are reported: the chart's `global.proxy.tracer: "none"` writes no `defaultConfig.tracing`,
+  and DefaultProxyConfig has none. But `EnableTracing: true` is the default, and without a Telemetry
+  resource `pilot/pkg/networking/core/tracing.go` (configureTracingFromTelemetry) still gives every
+  HTTP connection manager a provider-less tracing block sampling `PILOT_TRACE_SAMPLING` (1%, from
+  `pilot.traceSampling: 1.0`). `istio_telemetry()` turns that off too, as Linkerd does nothing of the kind.
+- Prometheus metrics stay on (`telemetry.v2.prometheus.enabled`): verification reads them.
+- mTLS is PERMISSIVE until `peer_authentication()` makes it STRICT.
+
+The ambient waypoint variant needs nothing here: `istioctl waypoint apply --enroll-namespace` creates
+the Gateway and labels the namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from testbed.errors import UsageError
+from testbed.kube.manifests import Object
+
+#: Istio's root namespace (meshConfig.rootNamespace): a policy there without a selector is mesh-wide.
+ISTIO_ROOT_NAMESPACE = "istio-system"
+
+PeerAuthenticationMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+
+# Who enrols the app namespace, and how (labels, annotations):
+# - istio: the sidecar injector's namespaceSelector (istio/istio 1.30.3,
+#   manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml: `istio-injection`).
+# - istio-ambient: `istio.io/dataplane-mode=ambient` (label.IoIstioDataplaneMode and
+#   constants.DataplaneModeAmbient; istioctl/pkg/waypoint/waypoint.go checks for it).
+# - linkerd: linkerd/linkerd2 edge-26.8.3 pkg/k8s/labels.go: ProxyInjectAnnotation `linkerd.io/inject`
+#   = `enabled`; ProxyDefaultInboundPolicyAnnotation `config.linkerd.io/default-inbound-policy`, which
+#   the injector reads from the namespace as a default for its pods (pkg/inject/inject.go nsAnnotations);
+#   `all-authenticated` admits only meshed (mTLS) clients (default: all-unauthenticated).
+# - cilium: WireGuard transparent encryption is node-wide (Helm `encryption.*`): nothing per namespace.
+#   (The beta ztunnel mode's `io.cilium/mtls-enabled` label is not used.)
+_NAMESPACE_METADATA: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "none": ({}, {}),
+    "istio": ({"istio-injection": "enabled"}, {}),
+    "istio-ambient": ({"istio.io/dataplane-mode": "ambient"}, {}),
+    "linkerd": (
+        {},
+        {"linkerd.io/inject": "enabled", "config.linkerd.io/default-inbound-policy": "all-authenticated"},
+    ),
+    "cilium": ({}, {}),
+}
+
+
+def namespace_metadata(mesh: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations that put the app namespace in `mesh` (fresh dicts, safe to change)."""
+    try:
+        labels, annotations = _NAMESPACE_METADATA[mesh]
+    except KeyError:
+        known = ", ".join(_NAMESPACE_METADATA)
+        raise UsageError(f"no Kubernetes namespace settings for mesh {mesh!r} (known: {known})") from None
+    return dict(labels), dict(annotations)
+
+
+def peer_authentication(
+    mode: PeerAuthenticationMode = "STRICT", *, name: str = "default", namespace: str = ISTIO_ROOT_NAMESPACE
+) -> Object:
+    """PeerAuthentication `default` in the root namespace: mesh-wide mTLS `mode` (default PERMISSIVE)."""
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"mtls": {"mode": mode}},
+    }
+
+
+def istio_telemetry(*, name: str = "mesh-default", namespace: str = ISTIO_ROOT_NAMESPACE) -> Object:
+    """A mesh-wide Telemetry that removes the proxies' tracing (access logs are off already)."""
+    # pilot/pkg/model/telemetry.go (Telemetries.Tracing): `disableSpanReporting` sets TracingSpec.Disabled,
+    # and configureTracingFromTelemetry then leaves the connection manager's tracing unset.
+    return {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"tracing": [{"disableSpanReporting": True}]},
+    }
+
+
+def mesh_resources(mesh: str) -> list[Object]:
+    """The custom resources to apply once `mesh`'s control plane is up (none for Linkerd and Cilium)."""
+    if mesh in ("istio", "istio-ambient"):
+        return [peer_authentication(), istio_telemetry()]
+    namespace_metadata(mesh)  # the same names, the same error for an unknown one
+    return []

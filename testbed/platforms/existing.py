@@ -1,0 +1,82 @@
+"""The `existing` platform: the kind pipeline on a cluster you already have (EKS, GKE, a lab cluster).
+
+Nothing is created or deleted but the app namespace (`testbed`). The pods run `--image`, which the
+nodes must be able to pull (build it with the Dockerfile and push it to your registry), and the testbed
+does not label your nodes: label one `testbed.io/role=apps` and another `testbed.io/role=loadgen`, so
+that every call from the load generator crosses nodes, as on kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed import proc
+from testbed.errors import UsageError
+from testbed.kube import manifests as m
+from testbed.kube import plan as kp
+from testbed.meshes.kube import KubeMesh
+from testbed.platforms.kube import KubePlatform
+from testbed.topology import Topology
+from testbed.versions import Versions
+
+
+class ExistingPlatform(KubePlatform):
+    name = "existing"
+
+    def __init__(
+        self,
+        *,
+        context: str,
+        image: str | None = None,
+        keep: bool = False,
+        loadgen_workers: int = 1,
+        versions: Versions | None = None,
+    ) -> None:
+        super().__init__(keep=keep, loadgen_workers=loadgen_workers, versions=versions)
+        self.context = context
+        self.image = image or kp.image_tag()
+        self._nodes: dict[str, list[str]] = {}  # by role, found by preflight
+
+    def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
+        return kp.existing_plan(
+            mesh,
+            topology,
+            context=self.context,
+            image=self.image,
+            versions=self.pins,
+            workdir=run_dir / "work" / mesh.name,
+            logs_dir=run_dir / "logs" / mesh.name,
+            loadgen_workers=self.loadgen_workers,
+        )
+
+    def platform_versions(self) -> dict[str, str]:
+        return {"context": self.context, "image": self.image}
+
+    def nodes(self, plan: kp.ClusterPlan) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(node for names in self._nodes.values() for node in names))
+
+    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+        if check.name == "context":
+            contexts = self._output(check).split()
+            if self.context not in contexts:
+                known = ", ".join(contexts) or "none"
+                raise UsageError(
+                    f"no context {self.context!r} in your kubeconfig (known: {known}): "
+                    "give one of them with --context"
+                )
+        elif check.name.startswith("nodes-"):
+            role = check.name.removeprefix("nodes-")
+            names = [line.removeprefix("node/") for line in self._output(check).split()]
+            if not names:
+                raise UsageError(
+                    f"no node of context {self.context} is labelled {m.ROLE_LABEL}={role}: label one with "
+                    f"`kubectl --context {self.context} label node NODE {m.ROLE_LABEL}={role}` "
+                    f"(one node for {m.APPS_ROLE}, another for {m.LOADGEN_ROLE})"
+                )
+            self._nodes[role] = names
+        else:
+            super().check(check, plan)
+
+    def _output(self, check: kp.Check) -> str:
+        argv = [self._tools.get(check.argv[0], check.argv[0]), *check.argv[1:]]
+        return proc.run(argv, timeout=check.timeout_s).stdout

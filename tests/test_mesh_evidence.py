@@ -1,0 +1,434 @@
+"""Mesh verification on the tools' real output formats (tests/fixtures/mesh/README.md says from where)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import TestbedError
+from testbed.meshes import evidence
+from testbed.meshes.evidence import Check
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mesh"
+NS = "testbed"
+APPS = ("frontend", "catalog", "pricing", "inventory")
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def assert_one_line(check: Check) -> None:
+    assert "\n" not in check.detail
+    assert len(check.detail) < 400, check.detail
+
+
+# --- Istio sidecars ----------------------------------------------------------------------------------
+
+
+def test_istio_sidecars_all_mutual_tls() -> None:
+    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS)
+    assert check.passed, check.detail
+    assert check.data["requests_by_policy"] == {"mutual_tls": 4 * 18342}
+    assert check.data["requests_by_edge"]["loadgen->frontend"] == 18342
+    assert len(check.data["pods"]) == 5
+    assert "all mutual_tls" in check.detail
+    assert_one_line(check)
+
+
+def test_istio_permissive_plaintext_request_fails() -> None:
+    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-permissive.txt"), namespace=NS)
+    assert not check.passed
+    assert "3 request(s)" in check.detail
+    assert "unknown->frontend (none) 3" in check.detail
+    assert "PeerAuthentication STRICT" in check.detail
+    assert_one_line(check)
+
+
+def test_istio_client_side_only_is_not_evidence() -> None:
+    # The client side always reports connection_security_policy="unknown": it proves nothing either way.
+    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-client-only.txt"), namespace=NS)
+    assert not check.passed
+    assert "reporter=destination" in check.detail
+    assert "loadgen-6f9c7d8b4d-q7w2n" in check.detail
+    assert_one_line(check)
+
+
+def test_istio_other_namespace_or_garbage() -> None:
+    other = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace="elsewhere")
+    assert not other.passed
+    assert "namespace elsewhere" in other.detail
+    garbage = evidence.istio_sidecar_mtls("Error: pods not found\n", namespace=NS)
+    assert not garbage.passed
+    assert "no Prometheus samples" in garbage.detail
+    assert_one_line(garbage)
+
+
+# --- Plaintext refusal -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["reset", "closed", "timeout"])
+def test_plaintext_refused_at_the_connection(name: str) -> None:
+    check = evidence.plaintext_refused(fixture(f"plaintext-probe-{name}.txt"))
+    assert check.passed, check.detail
+    assert check.data["probe"]["outcome"] == name
+    assert "frontend.testbed.svc.cluster.local" in check.detail
+    assert_one_line(check)
+
+
+def test_plaintext_403_is_a_refusal_only_for_linkerd() -> None:
+    text = fixture("plaintext-probe-403.txt")
+    linkerd = evidence.plaintext_refused(text, refusal_statuses=evidence.LINKERD_REFUSAL_STATUSES)
+    assert linkerd.passed, linkerd.detail
+    assert "403" in linkerd.detail
+    istio = evidence.plaintext_refused(text)
+    assert not istio.passed
+    assert "answered HTTP 403" in istio.detail
+
+
+def test_plaintext_answered_200_fails() -> None:
+    check = evidence.plaintext_refused(fixture("plaintext-probe-200.txt"))
+    assert not check.passed
+    assert "answered HTTP 200" in check.detail
+    assert "accepts plaintext" in check.detail
+    assert_one_line(check)
+
+
+def test_plaintext_connection_refused_proves_nothing() -> None:
+    check = evidence.plaintext_refused(fixture("plaintext-probe-refused.txt"))
+    assert not check.passed
+    assert "nothing listens" in check.detail
+    assert_one_line(check)
+
+
+def test_plaintext_probe_did_not_run() -> None:
+    check = evidence.plaintext_refused('error: deployments.apps "probe" not found\n')
+    assert not check.passed
+    assert "no probe result line" in check.detail
+    assert "deployments.apps" in check.detail
+    assert_one_line(check)
+    dns = {"probe": "plaintext", "url": "http://nope:8080/", "outcome": "error", "error": "gaierror: -2"}
+    check = evidence.plaintext_refused(json.dumps(dns) + "\n")
+    assert not check.passed
+    assert "gaierror" in check.detail
+
+
+# The probe script itself, run as `kubectl exec` would run it, against sockets that behave like a mesh.
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
+    listeners: list[socket.socket] = []
+
+    def start(handler: Callable[[socket.socket], None]) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                handler(conn)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def _reset(conn: socket.socket) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _tls_alert(conn: socket.socket) -> None:
+    conn.sendall(b"\x15\x03\x03\x00\x02\x02\x46")  # a fatal TLS alert where HTTP was expected
+
+
+def _answer(status: int) -> Callable[[socket.socket], None]:
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
+
+    return answer
+
+
+def _silent(conn: socket.socket) -> None:
+    conn.recv(1)  # blocks until the client gives up
+
+
+def probe(url: str) -> str:
+    argv = [sys.executable, "-c", evidence.PROBE_SCRIPT, url, "0.5"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("handler", "outcome", "passed"),
+    [
+        (_reset, "reset", True),
+        (lambda conn: None, "closed", True),
+        (_tls_alert, "not_http", True),
+        (_silent, "timeout", True),
+        (_answer(200), "http", False),
+        (_answer(503), "http", False),
+    ],
+)
+def test_probe_script_outcomes(
+    serve: Callable[[Callable[[socket.socket], None]], str],
+    handler: Callable[[socket.socket], None],
+    outcome: str,
+    passed: bool,
+) -> None:
+    output = probe(serve(handler))
+    assert json.loads(output)["outcome"] == outcome
+    assert evidence.plaintext_refused(output).passed is passed
+
+
+def test_probe_script_connection_refused() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    output = probe(f"http://127.0.0.1:{port}/")
+    assert json.loads(output)["outcome"] == "refused"
+
+
+def test_probe_argv_runs_the_script_in_the_unmeshed_namespace() -> None:
+    argv = evidence.plaintext_probe_argv(
+        "kind-testbed-istio", "http://frontend.testbed.svc.cluster.local:8080/"
+    )
+    assert argv[:7] == (
+        "kubectl",
+        "--context",
+        "kind-testbed-istio",
+        "--namespace",
+        "testbed-plain",
+        "exec",
+        "deploy/probe",
+    )
+    assert argv[7:10] == ("--", "python", "-c")
+    assert argv[10] == evidence.PROBE_SCRIPT
+    assert argv[11:] == ("http://frontend.testbed.svc.cluster.local:8080/", "5")
+
+
+# --- Istio ambient -----------------------------------------------------------------------------------
+
+
+def test_ztunnel_carries_every_workload_over_hbone() -> None:
+    check = evidence.istio_ambient_hbone(
+        fixture("ztunnel-workloads-hbone.json"), namespace=NS, workloads=(*APPS, "loadgen")
+    )
+    assert check.passed, check.detail
+    assert check.data["workloads"]["loadgen"][0]["node"] == "testbed-istio-ambient-worker2"
+    assert "all 5 pods" in check.detail
+    assert_one_line(check)
+
+
+def test_ztunnel_tcp_workloads_fail() -> None:
+    check = evidence.istio_ambient_hbone(fixture("ztunnel-workloads-tcp.json"), namespace=NS, workloads=APPS)
+    assert not check.passed
+    assert "frontend (frontend-5d8f9b7c6-hx4tz: TCP)" in check.detail
+    assert "istio.io/dataplane-mode=ambient" in check.detail
+    assert_one_line(check)
+
+
+def test_ztunnel_missing_workload_and_bad_json() -> None:
+    missing = evidence.istio_ambient_hbone(
+        fixture("ztunnel-workloads-hbone.json"), namespace=NS, workloads=("frontend", "checkout")
+    )
+    assert not missing.passed
+    assert "no workload checkout" in missing.detail
+    bad = evidence.istio_ambient_hbone("Error: no ztunnel pod found\n", namespace=NS, workloads=APPS)
+    assert not bad.passed
+    assert "not JSON" in bad.detail
+    assert_one_line(bad)
+
+
+# --- Linkerd -----------------------------------------------------------------------------------------
+
+
+def test_linkerd_proxies_send_everything_over_mtls() -> None:
+    check = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-tls.txt"), namespace=NS)
+    assert check.passed, check.detail
+    assert check.data["tls_requests_by_destination"] == {d: 18342 for d in APPS}
+    assert check.data["pods"] == sorted(check.data["pods"]) and len(check.data["pods"]) == 3
+    assert_one_line(check)
+
+
+def test_linkerd_unmeshed_destination_fails() -> None:
+    check = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-no-identity.txt"), namespace=NS)
+    assert not check.passed
+    assert "requests to catalog (tls=no_identity, not_provided_by_service_discovery) 18342" in check.detail
+    assert_one_line(check)
+
+
+def test_linkerd_metrics_error_and_nothing_meshed() -> None:
+    error = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-error.txt"), namespace=NS)
+    assert not error.passed
+    assert "pod not running: frontend-5d8f9b7c6-hx4tz" in error.detail
+    empty = evidence.linkerd_proxy_tls("", namespace=NS)
+    assert not empty.passed
+    assert "linkerd.io/inject" in empty.detail
+    assert_one_line(empty)
+
+
+def test_linkerd_wrong_server_identity_fails() -> None:
+    text = fixture("linkerd-proxy-metrics-tls.txt").replace(
+        'server_id="pricing.testbed.serviceaccount', 'server_id="catalog.testbed.serviceaccount'
+    )
+    check = evidence.linkerd_proxy_tls(text, namespace=NS)
+    assert not check.passed
+    assert "pricing proved catalog.testbed.serviceaccount.identity.linkerd.cluster.local" in check.detail
+
+
+def test_linkerd_check_passes_with_warnings() -> None:
+    check = evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-ok.txt"))
+    assert check.passed, check.detail
+    assert [w["check"] for w in check.data["warnings"]] == ["cli is up-to-date", "data plane is up-to-date"]
+    assert (
+        check.data["warnings"][0]["message"]
+        == "is running version 26.8.3 but the latest edge version is 26.8.4"
+    )
+    assert check.data["checks"] == 48
+    assert_one_line(check)
+
+
+def test_linkerd_check_failure_names_the_check() -> None:
+    check = evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-not-ready.txt"))
+    assert not check.passed
+    assert check.detail == (
+        "linkerd check --proxy failed 1 check(s), first: linkerd-data-plane: data plane proxies are ready: "
+        'container "linkerd-proxy" in pod "catalog-7b6d5c9f8-m2kps" is not ready'
+    )
+
+
+def test_linkerd_check_cut_short_or_coloured() -> None:
+    text = fixture("linkerd-check-proxy-ok.txt")
+    cut = evidence.linkerd_check_proxy(text[: text.index("linkerd-data-plane")])
+    assert not cut.passed
+    assert "did not finish" in cut.detail
+    assert_one_line(cut)
+    coloured = text.replace("√", "\x1b[32;1m√\x1b[0m")
+    assert evidence.linkerd_check_proxy(coloured).passed
+
+
+# --- Cilium ------------------------------------------------------------------------------------------
+
+
+def test_cilium_wireguard_with_a_peer_per_other_node() -> None:
+    check = evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=3)
+    assert check.passed, check.detail
+    assert check.data["interfaces"] == [
+        {
+            "name": "cilium_wg0",
+            "public_key": "3Wn8tE1Vq1Ch0dXbq6b5ZyZlWm+7QdUWsQ4b9T1mSWY=",
+            "port": 51871,
+            "peers": 2,
+        }
+    ]
+    assert check.data["node_encryption"] == "Disabled"
+    assert_one_line(check)
+
+
+def test_cilium_missing_peer_fails() -> None:
+    check = evidence.cilium_wireguard(fixture("cilium-status-missing-peer.txt"), nodes=3)
+    assert not check.passed
+    assert "cilium_wg0 has 1 of the 2 other node(s)" in check.detail
+    assert_one_line(check)
+
+
+def test_cilium_encryption_disabled_or_absent() -> None:
+    disabled = evidence.cilium_wireguard(fixture("cilium-status-disabled.txt"), nodes=3)
+    assert not disabled.passed
+    assert "encryption is Disabled" in disabled.detail
+    assert "encryption.type=wireguard" in disabled.detail
+    absent = evidence.cilium_wireguard("KVStore: Disabled\n", nodes=3)
+    assert not absent.passed
+    assert "no 'Encryption:' line" in absent.detail
+
+
+def test_pods_on_different_nodes() -> None:
+    check = evidence.cross_node(fixture("pods-cross-node.json"), loadgen=("loadgen",), apps=APPS)
+    assert check.passed, check.detail
+    assert check.data["nodes"]["loadgen"] == ["testbed-cilium-worker2"]
+    assert "crosses nodes" in check.detail
+    assert_one_line(check)
+
+
+def test_pods_on_one_node_fail() -> None:
+    check = evidence.cross_node(fixture("pods-same-node.json"), loadgen=("loadgen",), apps=APPS)
+    assert not check.passed
+    assert "share node testbed-cilium-worker" in check.detail
+    assert_one_line(check)
+
+
+def test_pending_load_generator_fails() -> None:
+    listing = json.loads(fixture("pods-cross-node.json"))
+    for pod in listing["items"]:
+        if pod["metadata"]["labels"]["app"] == "loadgen":
+            pod["status"]["phase"] = "Pending"
+            del pod["spec"]["nodeName"]
+    check = evidence.cross_node(json.dumps(listing), loadgen=("loadgen",), apps=APPS)
+    assert not check.passed
+    assert "no running pod of loadgen" in check.detail
+
+
+# --- Evidence and the stop -----------------------------------------------------------------------------
+
+
+def _checks() -> list[Check]:
+    return [
+        evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS),
+        evidence.plaintext_refused(fixture("plaintext-probe-reset.txt")),
+    ]
+
+
+def test_verify_builds_mesh_evidence() -> None:
+    result = evidence.verify("istio", _checks())
+    assert result["mesh"] == "istio"
+    assert result["encrypted"] is True
+    assert [c["name"] for c in result["checks"]] == ["istio-sidecar-mtls", "plaintext-refused"]
+    assert json.loads(json.dumps(result)) == result
+    evidence.require("istio", _checks())  # no error
+
+
+def test_require_names_every_failed_check_on_one_line() -> None:
+    checks = [*_checks(), evidence.plaintext_refused(fixture("plaintext-probe-200.txt"))]
+    assert evidence.verify("istio", checks)["encrypted"] is False
+    with pytest.raises(TestbedError) as info:
+        evidence.require("istio", checks)
+    message = info.value.message
+    assert message.startswith("the istio mesh could not be verified: plaintext-refused: plaintext GET ")
+    assert message.endswith("; the run stops rather than report an unverified mesh")
+    assert "\n" not in message
+    assert "istio-sidecar-mtls" not in message
+
+
+def test_no_checks_is_no_verification() -> None:
+    assert evidence.verify("cilium", [])["encrypted"] is False
+    with pytest.raises(TestbedError, match="the cilium mesh could not be verified: no verification was run"):
+        evidence.require("cilium", [])
+
+
+# --- The commands ------------------------------------------------------------------------------------
+
+
+def test_commands() -> None:
+    ctx = "kind-testbed-x"
+    assert evidence.istio_stats_argv(ctx, NS, "app.kubernetes.io/part-of=testbed") == (
+        "istioctl", "--context", ctx, "--namespace", NS, "experimental", "envoy-stats",
+        "--selector", "app.kubernetes.io/part-of=testbed", "--output", "prom",
+    )  # fmt: skip
+    assert evidence.ztunnel_workloads_argv(ctx, NS)[3:] == (
+        "ztunnel-config", "workloads", "--workload-namespace", NS, "--output", "json",
+    )  # fmt: skip
+    assert evidence.linkerd_metrics_argv(ctx, NS, "frontend")[-1] == "deploy/frontend"
+    assert evidence.linkerd_check_argv(ctx, NS)[3:] == ("check", "--proxy", "--namespace", NS)
+    assert evidence.cilium_status_argv(ctx)[-2:] == ("cilium-dbg", "status")
+    assert evidence.pods_argv(ctx, NS)[-2:] == ("--output", "json")
