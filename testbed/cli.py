@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--percentiles", default="p50,p90,p99", help="which to gate on (default p50,p90,p99)")
     cmp.add_argument("--md", default=None, metavar="FILE", help="also write the table as Markdown")
     cmp.set_defaults(func=cmd_compare)
+
+    images = sub.add_parser(
+        "images",
+        help="every container image a configuration needs, from the pins",
+        description="List the images of a mesh configuration on kind (manifests/versions.toml).",
+    )
+    images.add_argument(
+        "--mesh",
+        default="all",
+        help="none, istio, istio-ambient, istio-ambient-waypoint, linkerd, cilium, a comma list, or all",
+    )
+    images.set_defaults(func=cmd_images)
     return parser
 
 
@@ -347,6 +359,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         target.write_text(table(result, markdown=True))
         print(f"markdown: {target}")
     return 1 if result.regressed else 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from testbed.images import format_list, parse_configs
+    from testbed.versions import load_versions
+
+    versions = load_versions()
+    for config in parse_configs(args.mesh):
+        print(format_list(config, versions), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
