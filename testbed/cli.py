@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kube_options(run)
     run.set_defaults(func=cmd_run)
 
+    _add_analysis_commands(sub)
+    return parser
+
+
+def _add_analysis_commands(sub: Any) -> None:
+    """`testbed report`, `testbed compare` and `testbed images`."""
     report = sub.add_parser(
         "report",
         help="the report of a finished (or interrupted) run",
@@ -147,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="none, istio, istio-ambient, istio-ambient-waypoint, linkerd, cilium, a comma list, or all",
     )
     images.set_defaults(func=cmd_images)
-    return parser
 
 
 def _add_kube_options(run: argparse.ArgumentParser) -> None:
