@@ -140,6 +140,40 @@ def _resources(summary: dict[str, Any]) -> str | None:
     return _div(fig, "resources")
 
 
+def _resources_table(summary: dict[str, Any]) -> str:
+    rows = []
+    for c in summary["cells"]:
+        cost = c.get("resource_overhead")
+        for name, r in c["resources"].items():
+            if not r["processes"]:
+                continue
+            rows.append(
+                [
+                    escape(c["mesh"]),
+                    f"{c['rate']:g}",
+                    escape(name),
+                    str(r["processes"]),
+                    f"{r['vcpu']:.3f}",
+                    f"{r['vcpu_per_krps']:.3f}",
+                    f"{r['mb']:.1f}",
+                ]
+            )
+        if cost:
+            rows.append(
+                [
+                    escape(c["mesh"]),
+                    f"{c['rate']:g}",
+                    f"<b>the mesh's cost over {escape(summary['baseline'])}</b>",
+                    "",
+                    "",
+                    f"<b>{cost['vcpu_per_krps']:+.3f}</b>",
+                    f"<b>{cost['mb']:+.1f}</b>",
+                ]
+            )
+    header = ["mesh", "rate (rps)", "component", "processes", "vCPU", "vCPU per 1k rps", "peak RSS MB"]
+    return _table(header, rows, range(3, 7))
+
+
 def _table(header: list[str], rows: list[list[str]], numeric: range = range(1, 99)) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
@@ -250,7 +284,7 @@ def render(summary: dict[str, Any]) -> str:
     parts += ["<h2>Latency against rate</h2>", _by_rate(summary, meshes)]
     resources = _resources(summary)
     if resources:
-        parts += ["<h2>Resources</h2>", resources]
+        parts += ["<h2>Resources</h2>", resources, _resources_table(summary)]
     parts += ["<h2>Published claims vs measured here</h2>", _claims_table(summary)]
     if summary["invalid_trials"]:
         parts.append("<h2>Invalid trials (excluded)</h2><ul>")
