@@ -25,20 +25,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shlex
-import shutil
 import sys
-import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException
-
-from testbed import proc
 from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.kube import docker as kube_docker
 from testbed.kube.plan import image_tag
@@ -278,19 +271,19 @@ def pull_and_save(
 
 
 def _pull(image: Image, platform: str, timeout: float) -> None:
-    _echo("image", "pull", "--quiet", "--platform", platform, image.ref)
-    _call(timeout, lambda d: d.image.pull(image.ref, quiet=True, platform=platform))
+    kube_docker.echo("image", "pull", "--quiet", "--platform", platform, image.ref)
+    kube_docker.call(timeout, lambda d: d.image.pull(image.ref, quiet=True, platform=platform))
 
 
 def _tag(image: Image, timeout: float) -> None:
-    _echo("image", "tag", image.ref, image.saved_as)
-    _call(timeout, lambda d: d.image.tag(image.ref, image.saved_as))
+    kube_docker.echo("image", "tag", image.ref, image.saved_as)
+    kube_docker.call(timeout, lambda d: d.image.tag(image.ref, image.saved_as))
 
 
 def _save(names: list[str], path: Path, timeout: float) -> None:
-    _echo("image", "save", "--output", str(path), *names)
+    kube_docker.echo("image", "save", "--output", str(path), *names)
     try:
-        _call(timeout, lambda d: d.image.save(names, output=path))
+        kube_docker.call(timeout, lambda d: d.image.save(names, output=path))
     except CommandError as e:
         if "content digest" in e.stderr:
             # moby with the containerd image store exports every platform of a multi-platform image
@@ -305,53 +298,6 @@ def _save(names: list[str], path: Path, timeout: float) -> None:
 def _check_config(config: str) -> None:
     if config not in CONFIGURATIONS:
         raise UsageError(f"unknown configuration {config!r} (known: {', '.join(CONFIGURATIONS)})")
-
-
-# --- Docker, the way testbed.kube.docker calls it: a fresh client whose every CLI run is timed -------
-
-
-def _client(timeout: float) -> DockerClient:
-    """A client whose every `docker` run is ended by coreutils' `timeout` after `timeout` seconds."""
-    docker = shutil.which("docker")
-    if docker is None:
-        raise UsageError(kube_docker.NO_DOCKER_CLI)
-    timeout_bin = shutil.which("timeout")
-    if timeout_bin is None:
-        raise UsageError("coreutils' `timeout` is not on PATH: install coreutils")
-    return DockerClient(
-        client_call=[timeout_bin, f"--kill-after={kube_docker.KILL_AFTER_S}", f"{timeout:g}", docker]
-    )
-
-
-#: `timeout --kill-after=N SECONDS` before the docker binary in `client_call`.
-_PREFIX_WORDS = 3
-
-
-def _call(timeout: float, call: Callable[[DockerClient], T]) -> T:
-    """`call` with a fresh timed client; a `DockerException` becomes a one-line `CommandError`."""
-    client = _client(timeout)
-    started = time.monotonic()
-    try:
-        return call(client)
-    except DockerException as e:
-        argv = ["docker", *map(str, e.docker_command[_PREFIX_WORDS + 1 :])]
-        stdout, stderr = e.stdout or "", e.stderr or ""
-        if e.return_code in kube_docker.TIMED_OUT_EXIT_CODES and time.monotonic() - started >= 0.95 * timeout:
-            message = f"docker call timed out after {timeout:g} s: {shlex.join(argv)}"
-            raise CommandError(message, argv=argv, exit_code=None, stdout=stdout, stderr=stderr) from None
-        last = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
-        raise CommandError(
-            f"{shlex.join(argv)} exited with code {e.return_code}: {last[0]}",
-            argv=argv,
-            exit_code=e.return_code,
-            stdout=stdout,
-            stderr=stderr,
-        ) from None
-
-
-def _echo(*args: str) -> None:
-    if proc.ECHO:
-        print("+ " + shlex.join(["docker", *args]), file=sys.stderr, flush=True)
 
 
 def _say(message: str) -> None:

@@ -60,9 +60,9 @@ T = TypeVar("T")
 
 def daemon_reachable(*, timeout: float = DAEMON_TIMEOUT_S) -> str | None:
     """None if a Docker daemon answers; otherwise what is wrong, in one line."""
-    _echo("version", "--format", "{{json .}}")
+    echo("version", "--format", "{{json .}}")
     try:
-        _call(timeout, lambda docker: docker.version())
+        call(timeout, lambda docker: docker.version())
     except UsageError as e:
         return e.message
     except CommandError as e:
@@ -78,12 +78,12 @@ def daemon_cgroup_version(*, timeout: float = DAEMON_TIMEOUT_S) -> int:
     # python-on-whales' `SystemInfo` (0.81) has no `CgroupVersion` field, so `docker.info()` drops it:
     # the same `docker info` is run through python-on-whales' own runner, with the client's timeout.
     args = ["info", "--format", "{{.CgroupVersion}}"]
-    _echo(*args)
+    echo(*args)
 
     def info(docker: DockerClient) -> str:
         return pow_run([*docker.client_config.docker_cmd, *args], return_stderr=False)
 
-    out = _call(timeout, info).strip()
+    out = call(timeout, info).strip()
     if out not in ("1", "2"):
         raise TestbedError(f"`docker info` reports cgroup version {out!r}; expected 1 or 2")
     return int(out)
@@ -110,38 +110,38 @@ def build_image(
 
     def build(docker: DockerClient) -> None:
         if _buildx_installed(docker):
-            _echo("buildx", "build", *options, "--load", "--tag", tag, str(context_dir))
+            echo("buildx", "build", *options, "--load", "--tag", tag, str(context_dir))
             docker.buildx.build(
                 context_dir, build_args=args, file=dockerfile, load=True, progress=False, tags=[tag]
             )
         else:
-            _echo("build", "--quiet", *options, "--tag", tag, str(context_dir))
+            echo("build", "--quiet", *options, "--tag", tag, str(context_dir))
             docker.legacy_build(context_dir, build_args=args, file=dockerfile, tags=tag, quiet=True)
 
-    _call(timeout, build)
+    call(timeout, build)
     if not image_exists(tag):
         raise TestbedError(f"the docker build finished but {tag} is not in the daemon's images")
 
 
 def image_exists(tag: str, *, timeout: float = DAEMON_TIMEOUT_S) -> bool:
     """Whether the daemon has an image `tag` (nothing is pulled)."""
-    _echo("image", "inspect", tag)
-    return _call(timeout, lambda docker: docker.image.exists(tag))
+    echo("image", "inspect", tag)
+    return call(timeout, lambda docker: docker.image.exists(tag))
 
 
 def save_image(tag: str, path: Path, *, timeout: float = SAVE_TIMEOUT_S) -> Path:
     """`docker image save` of `tag` to the tar file `path` (for `kind load image-archive` and CI caches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _echo("image", "save", "--output", str(path), tag)
-    _call(timeout, lambda docker: docker.image.save(tag, output=path))
+    echo("image", "save", "--output", str(path), tag)
+    call(timeout, lambda docker: docker.image.save(tag, output=path))
     return path
 
 
 def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> float:
     """Cumulative CPU seconds of everything in a kind node container, from its cgroup v2 `cpu.stat`."""
-    _echo("exec", container, "cat", CPU_STAT)
+    echo("exec", container, "cat", CPU_STAT)
     try:
-        out = _call(timeout, lambda docker: docker.container.execute(container, ["cat", CPU_STAT]))
+        out = call(timeout, lambda docker: docker.container.execute(container, ["cat", CPU_STAT]))
     except CommandError as e:
         if e.exit_code is not None and "no such file" in e.stderr.lower():
             raise TestbedError(
@@ -181,12 +181,12 @@ def _client(timeout: float) -> DockerClient:
 _PREFIX_WORDS = 3
 
 
-def _call(timeout: float, call: Callable[[DockerClient], T]) -> T:
-    """`call` with a fresh timed client; a `DockerException` becomes a one-line `CommandError`."""
+def call(timeout: float, fn: Callable[[DockerClient], T]) -> T:
+    """`fn` with a fresh timed client; a `DockerException` becomes a one-line `CommandError`."""
     docker = _client(timeout)
     started = time.monotonic()
     try:
-        return call(docker)
+        return fn(docker)
     except DockerException as e:
         raise _command_error(e, timeout, time.monotonic() - started) from None
 
@@ -223,7 +223,7 @@ def _command_error(e: DockerException, timeout: float, elapsed: float) -> Comman
     )
 
 
-def _echo(*args: str) -> None:
+def echo(*args: str) -> None:
     """`+ docker ...` on stderr, as `testbed.proc.run` prints its commands (off with `--quiet`)."""
     if proc.ECHO:
         print("+ " + shlex.join(["docker", *args]), file=sys.stderr, flush=True)
