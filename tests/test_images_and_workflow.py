@@ -1,6 +1,6 @@
 """The images each configuration needs (from the pins), their archives, and the nightly workflow.
 
-Nothing here pulls or runs a cluster: Docker is replaced by a fake client at `testbed.images._client`,
+Nothing here pulls or runs a cluster: Docker is replaced by a fake client at `testbed.kube.docker._client`,
 and the workflow is checked with actionlint and by running its shell steps against a fake `testbed`.
 """
 
@@ -248,7 +248,7 @@ class FakeDocker:
 def fake_docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDocker]:
     """Docker replaced: an accidental real call (a pull!) cannot happen."""
     fake = FakeDocker()
-    monkeypatch.setattr(images, "_client", fake.client)
+    monkeypatch.setattr(kube_docker, "_client", fake.client)
     monkeypatch.setattr(kube_docker, "image_exists", fake.exists)
     monkeypatch.setattr(proc, "ECHO", False)
     yield fake
