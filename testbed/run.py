@@ -143,17 +143,23 @@ def execute(options: RunOptions) -> Path:
         meta["status"] = "interrupted"
         raise Interrupted(
             f"run interrupted: {meta['finished_trials']} finished trial(s) kept in {run_dir}"
+            + _report_hint(meta, run_dir)
         ) from None
     except TestbedError as e:
         meta["status"] = "failed"
         meta["error"] = e.message
         raise TestbedError(
-            f"{e.message} ({meta['finished_trials']} finished trial(s) kept in {run_dir})"
+            f"{e.message} ({meta['finished_trials']} finished trial(s) kept in {run_dir}"
+            f"{_report_hint(meta, run_dir)})"
         ) from e
     finally:
         meta["ended_at"] = _now()
         _write_json(run_dir / "run.json", meta)
     return run_dir
+
+
+def _report_hint(meta: dict[str, Any], run_dir: Path) -> str:
+    return f"; report them with: testbed report {run_dir}" if meta["finished_trials"] else ""
 
 
 def dry_run(options: RunOptions) -> str:

@@ -92,6 +92,11 @@ def test_interrupted_run_leaves_nothing_and_keeps_finished_trials(tmp_path: Path
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "finished trial(s) kept" in stderr
+    assert f"report them with: testbed report {run_dir}" in stderr
+    # What was measured before the interruption can be reported.
+    report = run_testbed("report", str(run_dir))
+    assert report.returncode == 0, report.stderr
+    assert "the run is interrupted" in (run_dir / "report.md").read_text()
     time.sleep(0.5)
     alive = [
         pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
