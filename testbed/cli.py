@@ -181,6 +181,11 @@ def _add_kube_options(run: argparse.ArgumentParser) -> None:
         metavar="N",
         help="kind, existing: N > 1 runs the load in N worker pods (Locust's distributed mode)",
     )
+    run.add_argument(
+        "--waypoint",
+        action="store_true",
+        help="kind, existing: istio-ambient with Istio's L7 waypoint proxy for the app namespace",
+    )
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -234,6 +239,7 @@ _PLATFORM_OPTIONS: dict[str, tuple[tuple[str, ...], object]] = {
     "context": (("existing",), None),
     "image": (("existing",), None),
     "loadgen_workers": (("kind", "existing"), 1),
+    "waypoint": (("kind", "existing"), False),
 }
 
 
@@ -255,7 +261,9 @@ def _platform(name: str, args: argparse.Namespace) -> Any:
     if name == "kind":
         from testbed.platforms.kind import KindPlatform
 
-        return KindPlatform(keep=args.keep, reuse=args.reuse, loadgen_workers=args.loadgen_workers)
+        return KindPlatform(
+            keep=args.keep, reuse=args.reuse, loadgen_workers=args.loadgen_workers, waypoint=args.waypoint
+        )
     from testbed.platforms.existing import ExistingPlatform
 
     if not args.context:
@@ -264,7 +272,11 @@ def _platform(name: str, args: argparse.Namespace) -> Any:
             "(see `kubectl config get-contexts`)"
         )
     return ExistingPlatform(
-        context=args.context, image=args.image, keep=args.keep, loadgen_workers=args.loadgen_workers
+        context=args.context,
+        image=args.image,
+        keep=args.keep,
+        loadgen_workers=args.loadgen_workers,
+        waypoint=args.waypoint,
     )
 
 
@@ -282,6 +294,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--mesh names no mesh: give e.g. --mesh none,envoy")
     if len(set(meshes)) != len(meshes):
         raise UsageError(f"--mesh {args.mesh!r} names a mesh twice")
+    if args.waypoint and "istio-ambient" not in meshes:
+        raise UsageError("--waypoint adds Istio's waypoint to istio-ambient: put istio-ambient in --mesh")
     scenario = load_scenario(args.scenario)
     if args.trials is not None:
         if args.trials < 1:

@@ -322,7 +322,10 @@ def test_a_topology_outside_the_image_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--platform", "kind", "--mesh", "istio"], "the istio mesh on kind is not built yet (issue 6)"),
+        (["--platform", "existing", "--context", "x", "--mesh", "cilium"], "replaces the cluster's CNI"),
+        (["--platform", "kind", "--mesh", "istio", "--waypoint"], "put istio-ambient in --mesh"),
+        (["--platform", "local", "--mesh", "istio-ambient", "--waypoint"], "--waypoint applies to"),
+        (["--platform", "kind", "--mesh", "consul"], "unknown mesh 'consul'"),
         (["--platform", "kind", "--mesh", "envoy"], "stand-in for Istio's sidecars"),
         (["--platform", "local", "--reuse"], "--reuse applies to --platform kind only"),
         (["--platform", "local", "--loadgen-workers", "2"], "--loadgen-workers applies to"),

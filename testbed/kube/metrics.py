@@ -211,13 +211,25 @@ def workload(pod: str, known: frozenset[str] | Mapping[str, str]) -> str | None:
     return None
 
 
-def component(namespace: str, pod: str, container: str, *, app_namespace: str = DEFAULT_NAMESPACE) -> str:
+def component(
+    namespace: str,
+    pod: str,
+    container: str,
+    *,
+    app_namespace: str = DEFAULT_NAMESPACE,
+    workloads: Mapping[str, str] | None = None,
+) -> str:
     """The component a container's usage counts for: one of `COMPONENTS`.
 
-    In the app namespace: a mesh's injected proxy is `sidecar` (the load generator's too, as on the local
-    platform, where the client-side sidecar counts with the others), the load generator's own containers
-    are `loadgen`, everything else is `app`. Elsewhere: the table `SYSTEM_WORKLOADS`, then `kubernetes`.
+    First the mesh's own `workloads` (`KubeMesh.components`), in any namespace: Istio's waypoint runs
+    in the app namespace but is a shared proxy, not a sidecar. Then, in the app namespace: a mesh's
+    injected proxy is `sidecar` (the load generator's too, as on the local platform, where the
+    client-side sidecar counts with the others), the load generator's own containers are `loadgen`,
+    everything else is `app`. Elsewhere: the table `SYSTEM_WORKLOADS`, then `kubernetes`.
     """
+    own = workload(pod, workloads) if workloads else None
+    if workloads and own is not None:
+        return workloads[own]
     if namespace == app_namespace:
         if container in SIDECAR_CONTAINERS:
             return "sidecar"

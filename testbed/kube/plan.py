@@ -6,8 +6,9 @@ prints them, so what is printed is what runs. A cluster's plan has phases, run i
     preflight   checks with clear errors (and warnings) before anything is created
     prepare     the testbed image, built once per cluster (Docker's cache makes repeats cheap)
     create      the kind cluster; skipped when an existing one is reused (--reuse)
-    provision   image into the nodes, mesh install, topology applied, every Deployment rolled out
-    verify      the mesh's own evidence that it is in the path
+    provision   images into the nodes (the testbed's, and the mesh's archive if one was saved), the
+                mesh installed, the topology applied, every Deployment rolled out
+    verify      the mesh's own evidence that it is in the path (a short load first, then its checks)
     teardown    at the end, and after Ctrl-C, unless --keep
     on_failure  before the teardown when something failed: logs into the run directory
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import yaml
 
 from testbed import __version__
 from testbed.errors import UsageError
@@ -58,6 +61,20 @@ WORKERS_CONNECT_S = 60.0
 ANY_NODE = "NODE"
 
 
+@dataclass(frozen=True)
+class IfFile:
+    """A condition looked at when the step is reached: `path` exists (or, with `exists=False`, does not)."""
+
+    path: Path
+    exists: bool = True
+
+    def holds(self) -> bool:
+        return self.path.exists() == self.exists
+
+    def describe(self) -> str:
+        return f"only if {self.path} {'is present' if self.exists else 'is absent'}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Step:
     """One external command: why, what, for how long at most, and what it reads on stdin."""
@@ -66,8 +83,34 @@ class Step:
     argv: tuple[str, ...]
     timeout_s: float
     stdin: str | None = None
-    #: Where its stdout is kept (failure logs); None: it is read by the platform or dropped.
+    #: Where its stdout is kept (failure logs, verification); None: read by the platform or dropped.
     output: Path | None = None
+    #: Skipped at run time unless this holds (an image archive that `nox -s pull-images` may have saved).
+    only_if: IfFile | None = None
+    #: A non-zero exit is no error: what it printed is judged by the mesh's checks (`linkerd check`
+    #: exits 1 when a check fails). A timeout still is.
+    may_fail: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipe:
+    """`producer | consumer` without a shell: the producer's stdout becomes the consumer's stdin.
+
+    Each runs through the one command helper with its own timeout (`linkerd install | kubectl apply -f -`).
+    """
+
+    description: str
+    producer: Step
+    consumer: Step
+
+
+@dataclass(frozen=True, kw_only=True)
+class MakeFiles:
+    """Files that a function of the testbed makes at run time (Linkerd's certificates): named, not shown."""
+
+    description: str
+    paths: tuple[Path, ...]
+    make: Callable[[], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +150,7 @@ class Check:
     tools: tuple[str, ...] = ()
 
 
-Action = Step | WriteFile | BuildImage | Check
+Action = Step | WriteFile | BuildImage | Check | Pipe | MakeFiles
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +163,15 @@ class MeshContext:
     namespace: str
     versions: Versions
     workdir: Path
+    #: The testbed image (the plaintext probe runs it) and the URL the load generator calls.
+    image: str
+    target_url: str
+    #: The topology's services (their Deployments), leaves first.
+    services: tuple[str, ...]
+    #: The Deployments that call others: the load generator, then every service with downstreams.
+    callers: tuple[str, ...]
+    #: The mesh's image archive, loaded into the nodes when present; None: the mesh pulls (or has none).
+    archive: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,9 +195,11 @@ class ClusterPlan:
     prepare: tuple[Action, ...]
     create: tuple[Action, ...]
     provision: tuple[Action, ...]
-    verify: tuple[Step, ...]
+    verify: tuple[Action, ...]
     teardown: tuple[Step, ...]
     on_failure: tuple[Step, ...]
+    #: What the mesh planned with; its `evidence()` reads the verify steps' output with it.
+    mesh_context: MeshContext
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,8 +255,13 @@ def kind_plan(
     logs_dir: Path,
     loadgen_workers: int = 1,
     source: Path = SOURCE,
+    archive: Path | None = None,
 ) -> ClusterPlan:
-    """A kind cluster `testbed-<mesh>` of its own: created, provisioned, deleted."""
+    """A kind cluster `testbed-<mesh>` of its own: created, provisioned, deleted.
+
+    `archive` is where `nox -s pull-images` saves the mesh's images (`testbed.images.archive_path`):
+    loaded into the nodes before the install when it is there, so that nothing is pulled in the cluster.
+    """
     name = cluster_name(mesh.name)
     context = kind_context(name)
     image = image_tag()
@@ -269,13 +328,39 @@ def kind_plan(
         ),
         Step(description=f"create the kind cluster {name}", argv=tuple(create_argv), timeout_s=900.0),
     )
-    ctx = _mesh_context(context=context, cluster=name, versions=versions, workdir=workdir)
-    load_image = Step(
-        description=f"load {image} into every node (no registry needed)",
-        # `load docker-image IMAGE... --name`: pkg/cmd/kind/load/docker-image/docker-image.go (kind v0.32.0).
-        argv=("kind", "load", "docker-image", image, "--name", name),
-        timeout_s=600.0,
+    mesh_images = mesh.images(versions)
+    if not mesh_images:
+        archive = None
+    ctx = _mesh_context(
+        topology,
+        context=context,
+        cluster=name,
+        versions=versions,
+        workdir=workdir,
+        image=image,
+        archive=archive,
     )
+    load_images: list[Action] = [
+        Step(
+            description=f"load {image} into every node (no registry needed)",
+            # `load docker-image IMAGE... --name`: pkg/cmd/kind/load/docker-image/docker-image.go
+            # (kind v0.32.0).
+            argv=("kind", "load", "docker-image", image, "--name", name),
+            timeout_s=600.0,
+        )
+    ]
+    if archive is not None:
+        load_images.append(
+            Step(
+                description=f"load the {mesh.config} images saved by `nox -s pull-images` into every node "
+                f"(nothing is pulled in the cluster then): {', '.join(mesh_images)}",
+                # `load image-archive <IMAGE.tar> --name`: pkg/cmd/kind/load/image-archive/image-archive.go
+                # (kind v0.32.0).
+                argv=("kind", "load", "image-archive", str(archive), "--name", name),
+                timeout_s=900.0,
+                only_if=IfFile(archive),
+            )
+        )
     deploy, workers_manifest = _deploy_topology(mesh, topology, ctx, image=image, workers=loadgen_workers)
     return ClusterPlan(
         platform="kind",
@@ -294,8 +379,9 @@ def kind_plan(
         preflight=preflight,
         prepare=prepare,
         create=create,
-        provision=(load_image, *mesh.install_steps(ctx), *deploy),
+        provision=(*load_images, *mesh.install_steps(ctx), *deploy),
         verify=tuple(mesh.verify_steps(ctx)),
+        mesh_context=ctx,
         # `delete cluster --name`: pkg/cmd/kind/delete/cluster/deletecluster.go (kind v0.32.0); it
         # succeeds when the cluster is already gone.
         teardown=(
@@ -357,8 +443,12 @@ def existing_plan(
             for role in (m.APPS_ROLE, m.LOADGEN_ROLE)
         ),
     )
-    ctx = _mesh_context(context=context, cluster=None, versions=versions, workdir=workdir)
+    ctx = _mesh_context(
+        topology, context=context, cluster=None, versions=versions, workdir=workdir, image=image
+    )
     deploy, workers_manifest = _deploy_topology(mesh, topology, ctx, image=image, workers=loadgen_workers)
+    verify = tuple(mesh.verify_steps(ctx))
+    namespaces = [NAMESPACE, *_verify_namespaces(verify)]
     return ClusterPlan(
         platform="existing",
         mesh=mesh.name,
@@ -377,23 +467,25 @@ def existing_plan(
         prepare=(),
         create=(),
         provision=(*mesh.install_steps(ctx), *deploy),
-        verify=tuple(mesh.verify_steps(ctx)),
-        teardown=(
+        verify=verify,
+        mesh_context=ctx,
+        teardown=tuple(
             Step(
-                description=f"delete the namespace {NAMESPACE} and everything in it",
+                description=f"delete the namespace {namespace} and everything in it",
                 # --ignore-not-found, --timeout (and --wait, true by default): kubectl v0.35.7
                 # pkg/cmd/delete/delete_flags.go.
                 argv=(
                     *k,
                     "delete",
                     "namespace",
-                    NAMESPACE,
+                    namespace,
                     "--ignore-not-found",
                     "--timeout",
                     ROLLOUT_TIMEOUT,
                 ),
                 timeout_s=ROLLOUT_TIMEOUT_S,
-            ),
+            )
+            for namespace in namespaces
         ),
         on_failure=(
             Step(
@@ -503,7 +595,17 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
     )
 
 
-def _mesh_context(*, context: str, cluster: str | None, versions: Versions, workdir: Path) -> MeshContext:
+def _mesh_context(
+    topology: Topology,
+    *,
+    context: str,
+    cluster: str | None,
+    versions: Versions,
+    workdir: Path,
+    image: str,
+    archive: Path | None = None,
+) -> MeshContext:
+    order = topology.startup_order()
     return MeshContext(
         kubectl=kubectl(context),
         context=context,
@@ -511,7 +613,24 @@ def _mesh_context(*, context: str, cluster: str | None, versions: Versions, work
         namespace=NAMESPACE,
         versions=versions,
         workdir=workdir,
+        image=image,
+        target_url=m.service_url(topology.entry, NAMESPACE),
+        services=tuple(s.name for s in order),
+        callers=(m.LOADGEN_NAME, *(s.name for s in reversed(order) if s.calls)),
+        archive=archive,
     )
+
+
+def _verify_namespaces(verify: Iterable[Action]) -> list[str]:
+    """Namespaces besides the app's that the verification creates (the plaintext probe's)."""
+    found = [
+        doc["metadata"]["name"]
+        for action in verify
+        if isinstance(action, WriteFile)
+        for doc in yaml.safe_load_all(action.text)
+        if isinstance(doc, dict) and doc.get("kind") == "Namespace"
+    ]
+    return [name for name in dict.fromkeys(found) if name != NAMESPACE]
 
 
 def _rollout(k: tuple[str, ...], deployment: str, namespace: str) -> Step:
@@ -597,12 +716,24 @@ def render_actions(actions: Iterable[Action]) -> list[str]:
                 )
                 lines.append("+ " + shlex.join(action.argv()))
             case Step():
-                where = f"; stdout to {action.output}" if action.output is not None else ""
-                lines.append(f"# {action.description} (timeout {action.timeout_s:g} s{where})")
+                notes = [f"timeout {action.timeout_s:g} s"]
+                if action.output is not None:
+                    notes.append(f"stdout to {action.output}")
+                if action.may_fail:
+                    notes.append("read by the checks whatever its exit status")
+                if action.only_if is not None:
+                    notes.append(action.only_if.describe())
+                lines.append(f"# {action.description} ({'; '.join(notes)})")
                 lines.append("+ " + shlex.join(action.argv))
                 if action.stdin is not None:
                     lines.append("  with stdin:")
                     lines += [f"    {line}".rstrip() for line in action.stdin.splitlines()]
+            case Pipe():
+                timeouts = f"{action.producer.timeout_s:g} s and {action.consumer.timeout_s:g} s"
+                lines.append(f"# {action.description} (timeouts {timeouts}; no shell: stdout to stdin)")
+                lines.append(f"+ {shlex.join(action.producer.argv)} | {shlex.join(action.consumer.argv)}")
+            case MakeFiles():
+                lines.append(f"# make {', '.join(map(str, action.paths))}: {action.description}")
     return lines
 
 

@@ -1,8 +1,9 @@
 """The meshes the Kubernetes platforms (kind, existing) can install: one object each behind `KubeMesh`.
 
-A mesh on Kubernetes is a few commands (install, verify) and a few settings on the app namespace and
-pods; the platform does the rest (cluster, image, topology, load, resources). Issue 6 adds Istio
-(sidecar and ambient), Linkerd and Cilium here, each as one more class registered in `KUBE_MESHES`.
+A mesh on Kubernetes is a few commands (install, verify), a few settings on the app namespace and pods,
+the images it runs and the workloads it adds; the platform does the rest (cluster, image, topology,
+load, resources). One module per mesh: `kube_istio` (sidecar and ambient), `kube_linkerd`,
+`kube_cilium`, each registered in `KUBE_MESHES` below.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from testbed.errors import UsageError
 from testbed.meshes import ALL_MESHES
+from testbed.meshes.kube_cilium import Cilium
+from testbed.meshes.kube_istio import IstioAmbient, IstioSidecar
+from testbed.meshes.kube_linkerd import Linkerd
 
 if TYPE_CHECKING:
-    from testbed.kube.plan import MeshContext, Step
+    from testbed.kube.plan import Action, MeshContext
     from testbed.versions import Versions
 
 
 class KubeMesh(Protocol):
     name: str
+    #: The configuration its images are listed and archived under (`testbed.images.CONFIGURATIONS`).
+    config: str
     #: CLIs that `install_steps` and `verify_steps` run besides kubectl (checked before anything starts).
     tools: tuple[str, ...]
     #: The mesh brings its own CNI (Cilium): the kind cluster is created without one, and without `--wait`.
@@ -28,15 +34,23 @@ class KubeMesh(Protocol):
     namespace_labels: Mapping[str, str]
     namespace_annotations: Mapping[str, str]
     pod_annotations: Mapping[str, str]
+    #: The mesh's own workloads (the DaemonSet or Deployment a pod belongs to) and the resource component
+    #: each counts for (`testbed.kube.metrics.COMPONENTS`); injected sidecars are known by container name.
+    components: Mapping[str, str]
 
-    def install_steps(self, ctx: MeshContext) -> list[Step]:
-        """Commands that install the mesh on a running cluster, before the topology is applied."""
+    def images(self, versions: Versions) -> tuple[str, ...]:
+        """The images the mesh runs in the nodes (`testbed.images`), loaded from its archive if saved."""
 
-    def verify_steps(self, ctx: MeshContext) -> list[Step]:
-        """Commands, run once the topology is up, whose output shows that the mesh is in the path."""
+    def install_steps(self, ctx: MeshContext) -> list[Action]:
+        """What installs the mesh on a running cluster, before the topology is applied."""
 
-    def evidence(self, outputs: Mapping[str, str]) -> dict[str, Any]:
-        """`mesh_evidence` of every trial, from the verify steps' stdout (keyed by step description)."""
+    def verify_steps(self, ctx: MeshContext) -> list[Action]:
+        """What runs once the topology is up and shows that the mesh is in the path (`Step.may_fail`
+        steps are read by `evidence`)."""
+
+    def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
+        """`mesh_evidence` of every trial, from the verify steps' stdout (keyed by step description);
+        raises `TestbedError` (`evidence.require`) when a check failed."""
 
     def versions(self, versions: Versions) -> dict[str, str]:
         """The mesh's pinned versions, for run.json."""
@@ -46,37 +60,57 @@ class NoMesh:
     """The baseline: plain Kubernetes Services, no proxy anywhere."""
 
     name = "none"
+    config = "none"
     tools: tuple[str, ...] = ()
     replaces_cni = False
     namespace_labels: Mapping[str, str] = {}
     namespace_annotations: Mapping[str, str] = {}
     pod_annotations: Mapping[str, str] = {}
+    components: Mapping[str, str] = {}
 
-    def install_steps(self, ctx: MeshContext) -> list[Step]:
+    def images(self, versions: Versions) -> tuple[str, ...]:
+        return ()
+
+    def install_steps(self, ctx: MeshContext) -> list[Action]:
         return []
 
-    def verify_steps(self, ctx: MeshContext) -> list[Step]:
+    def verify_steps(self, ctx: MeshContext) -> list[Action]:
         return []
 
-    def evidence(self, outputs: Mapping[str, str]) -> dict[str, Any]:
+    def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
         return {"mesh": "none", "encrypted": False}
 
     def versions(self, versions: Versions) -> dict[str, str]:
         return {}
 
 
-KUBE_MESHES: dict[str, KubeMesh] = {"none": NoMesh()}
+KUBE_MESHES: dict[str, KubeMesh] = {
+    "none": NoMesh(),
+    "istio": IstioSidecar(),
+    "istio-ambient": IstioAmbient(),
+    "linkerd": Linkerd(),
+    "cilium": Cilium(),
+}
 
 
-def kube_mesh(name: str, platform: str) -> KubeMesh:
-    """The mesh called `name`, or a `UsageError` that says why `platform` cannot run it."""
-    if name in KUBE_MESHES:
-        return KUBE_MESHES[name]
+def kube_mesh(name: str, platform: str, *, waypoint: bool = False) -> KubeMesh:
+    """The mesh called `name`, or a `UsageError` that says why `platform` cannot run it.
+
+    `waypoint` (`testbed run --waypoint`) gives istio-ambient with Istio's L7 waypoint.
+    """
     if name == "envoy":
         raise UsageError(
             "the envoy mesh is the local platform's stand-in for Istio's sidecars: "
-            f"on {platform}, Istio itself will be the istio mesh (issue 6); use --platform local for envoy"
+            f"on {platform}, Istio itself is the istio mesh; use --platform local for envoy"
         )
-    if name in ALL_MESHES:
-        raise UsageError(f"the {name} mesh on {platform} is not built yet (issue 6): use --mesh none")
-    raise UsageError(f"unknown mesh {name!r} (known: {', '.join(ALL_MESHES)})")
+    if name not in KUBE_MESHES:
+        raise UsageError(f"unknown mesh {name!r} (known: {', '.join(ALL_MESHES)})")
+    mesh = KUBE_MESHES[name]
+    if mesh.replaces_cni and platform == "existing":
+        raise UsageError(
+            f"the {name} mesh replaces the cluster's CNI and kube-proxy, which the testbed does not do to a "
+            "cluster of yours: run it with --platform kind"
+        )
+    if waypoint and name == "istio-ambient":
+        return IstioAmbient(waypoint=True)
+    return mesh

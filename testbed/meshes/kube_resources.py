@@ -1,5 +1,6 @@
 """The meshes' own Kubernetes settings as plain dicts: custom resources to apply, namespace labels and
-annotations. Pure functions, no I/O; the mesh modules apply them.
+annotations, and the un-meshed probe that tries plaintext. Pure functions, no I/O; the mesh modules
+apply them.
 
 What Istio 1.30.3 leaves on and off by default (istio/istio at 1.30.3), for the `minimal` and `ambient`
 profiles alike (`manifests/profiles/{minimal,ambient}.yaml` and `manifests/helm-profiles/ambient.yaml`
@@ -26,7 +27,15 @@ from __future__ import annotations
 from typing import Literal
 
 from testbed.errors import UsageError
-from testbed.kube.manifests import Object
+from testbed.kube.manifests import (
+    LOADGEN_ROLE,
+    PART_OF,
+    ROLE_LABEL,
+    RUN_AS_USER,
+    Object,
+    namespace_object,
+)
+from testbed.meshes.evidence import PROBE_DEPLOYMENT, PROBE_NAMESPACE
 
 #: Istio's root namespace (meshConfig.rootNamespace): a policy there without a selector is mesh-wide.
 ISTIO_ROOT_NAMESPACE = "istio-system"
@@ -96,3 +105,64 @@ def mesh_resources(mesh: str) -> list[Object]:
         return [peer_authentication(), istio_telemetry()]
     namespace_metadata(mesh)  # the same names, the same error for an unknown one
     return []
+
+
+#: What keeps the probe's namespace out of every mesh, even one that enrols namespaces by default:
+#: Istio's injector skips `istio-injection: disabled` (its mutatingwebhook.yaml namespaceSelector),
+#: ambient skips `istio.io/dataplane-mode: none` (pkg/config/constants DataplaneModeNone), Linkerd's
+#: injector skips `linkerd.io/inject: disabled` (edge-26.8.3 pkg/k8s/labels.go ProxyInjectDisabled).
+PROBE_NAMESPACE_LABELS = {"istio-injection": "disabled", "istio.io/dataplane-mode": "none"}
+PROBE_NAMESPACE_ANNOTATIONS = {"linkerd.io/inject": "disabled"}
+
+
+def probe_objects(
+    image: str, *, namespace: str = PROBE_NAMESPACE, name: str = PROBE_DEPLOYMENT
+) -> list[Object]:
+    """An un-meshed namespace with an idle pod of the testbed image, for `evidence.PROBE_SCRIPT`.
+
+    The pod runs on the load generator's worker, so that its plaintext request crosses nodes like the
+    load does, and has no API token (it only makes one HTTP request).
+    """
+    labels = {"app": name, **PART_OF}
+    container: Object = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "infinity"],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return [
+        namespace_object(namespace, labels=PROBE_NAMESPACE_LABELS, annotations=PROBE_NAMESPACE_ANNOTATIONS),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {ROLE_LABEL: LOADGEN_ROLE},
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        # `sleep` as PID 1 ignores SIGTERM: no 30 s wait when the namespace goes.
+                        "terminationGracePeriodSeconds": 2,
+                        "containers": [container],
+                    },
+                },
+            },
+        },
+    ]

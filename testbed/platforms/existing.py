@@ -1,6 +1,8 @@
 """The `existing` platform: the kind pipeline on a cluster you already have (EKS, GKE, a lab cluster).
 
-Nothing is created or deleted but the app namespace (`testbed`). The pods run `--image`, which the
+Nothing is deleted but the namespaces the testbed creates (`testbed`, and `testbed-plain` of the
+plaintext probe); a mesh it installs stays installed (Istio, Linkerd; Cilium is refused here, as it
+would replace the cluster's CNI), and its images are pulled by the nodes. The pods run `--image`, which the
 nodes must be able to pull (build it with the Dockerfile and push it to your registry), and the testbed
 does not label your nodes: label one `testbed.io/role=apps` and another `testbed.io/role=loadgen`, so
 that every call from the load generator crosses nodes, as on kind.
@@ -30,9 +32,10 @@ class ExistingPlatform(KubePlatform):
         image: str | None = None,
         keep: bool = False,
         loadgen_workers: int = 1,
+        waypoint: bool = False,
         versions: Versions | None = None,
     ) -> None:
-        super().__init__(keep=keep, loadgen_workers=loadgen_workers, versions=versions)
+        super().__init__(keep=keep, loadgen_workers=loadgen_workers, waypoint=waypoint, versions=versions)
         self.context = context
         self.image = image or kp.image_tag()
         self._nodes: dict[str, list[str]] = {}  # by role, found by preflight

@@ -1,6 +1,8 @@
 """The `kind` platform: one kind cluster per mesh (`testbed-<mesh>`), a control plane and two workers.
 
-The testbed image is built from this checkout and loaded into the nodes (no registry); the topology and
+The testbed image is built from this checkout and loaded into the nodes (no registry), and so are the
+mesh's images when `nox -s pull-images` has saved their archive (nothing is pulled in the cluster then,
+and a rerun does not depend on the registries); the mesh is installed and verified; the topology and
 an idle load generator pod are applied, and each trial runs `testbed load` in that pod. The cluster is
 deleted at the end unless `--keep`, after Ctrl-C too, and after a failure once `kind export logs` has
 put its logs in the run directory. A cluster of the same name is only run on with `--reuse`.
@@ -38,9 +40,10 @@ class KindPlatform(KubePlatform):
         keep: bool = False,
         reuse: bool = False,
         loadgen_workers: int = 1,
+        waypoint: bool = False,
         versions: Versions | None = None,
     ) -> None:
-        super().__init__(keep=keep, loadgen_workers=loadgen_workers, versions=versions)
+        super().__init__(keep=keep, loadgen_workers=loadgen_workers, waypoint=waypoint, versions=versions)
         self.reuse = reuse
         self._existing: set[str] = set()  # clusters that preflight found already there
 
@@ -52,7 +55,19 @@ class KindPlatform(KubePlatform):
             workdir=run_dir / "work" / mesh.name,
             logs_dir=run_dir / "logs" / mesh.name,
             loadgen_workers=self.loadgen_workers,
+            archive=self.archive(mesh),
         )
+
+    def archive(self, mesh: KubeMesh) -> Path | None:
+        """Where `nox -s pull-images` saves the mesh's images (`testbed.images.archive_path`), if any."""
+        if not mesh.images(self.pins):
+            return None
+        from testbed.images import archive_path  # the Docker client library only when needed
+
+        try:
+            return archive_path(mesh.config, versions=self.pins)
+        except UsageError:
+            return None  # not Linux: no pinned images for this host, and so no archive
 
     def platform_versions(self) -> dict[str, str]:
         return {

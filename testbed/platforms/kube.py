@@ -5,10 +5,15 @@ and `testbed.kube.docker` (image, node containers). A cluster is brought up at t
 mesh and kept for the next ones; inside `session()` (the whole run, see `testbed.run`) it is torn down
 at the end, after Ctrl-C too, and after a failure once its logs are in the run directory. Without a
 session, `deploy()` is a session of its own, so that the `Platform` contract (down on exit) holds.
+
+A mesh is verified once its topology is up (`ClusterPlan.verify`): its checks' output is kept in
+`work/<mesh>/verify/`, and a failed check stops the run like any other failure, so the cluster's logs are
+exported and the cluster deleted. What the checks found is every trial's `mesh_evidence`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -62,10 +67,17 @@ class KubePlatform:
     one_mesh_at_a_time = True
 
     def __init__(
-        self, *, keep: bool = False, loadgen_workers: int = 1, versions: Versions | None = None
+        self,
+        *,
+        keep: bool = False,
+        loadgen_workers: int = 1,
+        waypoint: bool = False,
+        versions: Versions | None = None,
     ) -> None:
         self.keep = keep
         self.loadgen_workers = loadgen_workers
+        #: `--waypoint`: istio-ambient with Istio's L7 waypoint.
+        self.waypoint = waypoint
         self.pins = versions or load_versions()
         self._session_dir: Path | None = None
         #: Clusters this run is responsible for (torn down at the end), by mesh, in the order they came up.
@@ -75,6 +87,9 @@ class KubePlatform:
         self._tools: dict[str, str] = {}
 
     # --- what each platform provides -----------------------------------------------------------
+
+    def mesh(self, name: str) -> KubeMesh:
+        return kube_mesh(name, self.name, waypoint=self.waypoint)
 
     def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
         raise NotImplementedError
@@ -106,13 +121,13 @@ class KubePlatform:
 
     def check_meshes(self, meshes: tuple[str, ...]) -> None:
         for mesh in meshes:
-            kube_mesh(mesh, self.name)
+            self.mesh(mesh)
 
     def versions(self, meshes: tuple[str, ...]) -> dict[str, str]:
         versions = {"kubectl": self.pins.tool("kubectl").version, "image": kp.image_tag()}
         versions |= self.platform_versions()
         for mesh in meshes:
-            versions |= kube_mesh(mesh, self.name).versions(self.pins)
+            versions |= self.mesh(mesh).versions(self.pins)
         return versions
 
     @contextmanager
@@ -171,7 +186,12 @@ class KubePlatform:
         log.write_text(loaded.stderr)
         result = parse_load_output(loaded.stdout, log=log)
         result["resources"] = resources(
-            before, after, cpu_before, cpu_after, namespace=deployment.plan.namespace
+            before,
+            after,
+            cpu_before,
+            cpu_after,
+            namespace=deployment.plan.namespace,
+            workloads=self.mesh(deployment.mesh).components,
         )
         result["mesh_evidence"] = deployment.evidence
         return result
@@ -193,7 +213,7 @@ class KubePlatform:
         plans: dict[str, kp.ClusterPlan] = {}
         for number, trial in enumerate(trials, 1):
             if trial.mesh not in plans:
-                implementation = kube_mesh(trial.mesh, self.name)
+                implementation = self.mesh(trial.mesh)
                 plans[trial.mesh] = self.cluster_plan(implementation, topology, run_dir)
                 lines += kp.render_cluster(plans[trial.mesh], reuse=self.reuse)
                 if not plans[trial.mesh].nodes:
@@ -233,11 +253,49 @@ class KubePlatform:
                     action.context, action.tag, build_args=dict(action.build_args), timeout=action.timeout_s
                 )
             case kp.Step():
+                if action.only_if is not None and not action.only_if.holds():
+                    say(f"skipped ({action.only_if.describe()}): {action.description}")
+                    return
                 say(action.description)
                 self.run(action)
+            case kp.Pipe():
+                say(action.description)
+                produced = self.run(action.producer)
+                self.run(dataclasses.replace(action.consumer, stdin=produced.stdout))
+            case kp.MakeFiles():
+                say(f"make {', '.join(p.name for p in action.paths)}: {action.description}")
+                action.make()
+
+    def _read(self, step: kp.Step) -> str:
+        """A verify step's stdout; one that `may_fail` is read even after a non-zero exit."""
+        say(step.description)
+        try:
+            return self.run(step).stdout
+        except CommandError as e:
+            if not step.may_fail or e.exit_code is None:
+                raise
+            if step.output is not None:
+                step.output.parent.mkdir(parents=True, exist_ok=True)
+                step.output.write_text(f"{e.stdout}\n# exit code {e.exit_code}; stderr:\n{e.stderr}")
+            say(f"{step.argv[0]} exited with code {e.exit_code}: the checks judge what it printed")
+            return e.stdout
+
+    def _verify(self, implementation: KubeMesh, plan: kp.ClusterPlan) -> dict[str, Any]:
+        """Run the verification and return the mesh's evidence; a failed check raises (`require`)."""
+        outputs: dict[str, str] = {}
+        for action in plan.verify:
+            if isinstance(action, kp.Step):
+                outputs[action.description] = self._read(action)
+            else:
+                self.do(action, plan)
+        try:
+            return implementation.evidence(outputs, plan.mesh_context)
+        except TestbedError as e:
+            where = plan.mesh_context.workdir / "verify"
+            raise TestbedError(f"{e.message} (what the checks read is in {where})") from None
 
     def _provision(self, topology: Topology, mesh: str, run_dir: Path) -> KubeDeployment:
-        implementation = kube_mesh(mesh, self.name)
+        implementation = self.mesh(mesh)
         plan = self.cluster_plan(implementation, topology, run_dir)
         for check in plan.preflight:
             self.do(check, plan)
@@ -252,13 +310,15 @@ class KubePlatform:
                 self.do(action, plan)
         for action in plan.provision:
             self.do(action, plan)
-        outputs = {step.description: self.run(step).stdout for step in plan.verify}
+        evidence = self._verify(implementation, plan)
+        if evidence.get("checks"):
+            say(f"the {mesh} mesh is verified: {', '.join(c['name'] for c in evidence['checks'])}")
         deployment = KubeDeployment(
             mesh=mesh,
             target_url=plan.target_url,
             plan=plan,
             nodes=self.nodes(plan),
-            evidence=implementation.evidence(outputs),
+            evidence=evidence,
         )
         self._up[mesh] = deployment
         return deployment
@@ -326,16 +386,19 @@ def resources(
     cpu_after: NodeCpu,
     *,
     namespace: str,
+    workloads: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Per component from two kubelet scrapes of each node, plus `nodes`, in `result.json`'s shape.
 
-    `before` and `after` are each node's `/metrics/resource` text. A node's own CPU comes from
+    `before` and `after` are each node's `/metrics/resource` text; `workloads` the mesh's own
+    (`KubeMesh.components`). A node's own CPU comes from
     `cpu_before`/`cpu_after` where given (a kind node container's cgroup: kernel and eBPF work included,
     which container metrics miss), else from the kubelet's `node_cpu_usage_seconds_total`.
     """
     first = {key: use for text in before.values() for key, use in metrics.snapshot(text).items()}
     last = {key: use for text in after.values() for key, use in metrics.snapshot(text).items()}
-    result = metrics.window(first, last, functools.partial(metrics.component, app_namespace=namespace))
+    attribution = functools.partial(metrics.component, app_namespace=namespace, workloads=workloads or {})
+    result = metrics.window(first, last, attribution)
     nodes: dict[str, dict[str, Any]] = {}
     for node in before:
         start, end = metrics.node_usage(before[node]), metrics.node_usage(after.get(node, ""))

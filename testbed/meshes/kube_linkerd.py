@@ -1,0 +1,201 @@
+"""Linkerd edge-26.8.3 on Kubernetes (`linkerd`): the Rust linkerd2-proxy as a sidecar, mTLS between them.
+
+Open-source Linkerd ships edge releases only. The install is the CLI's: the Gateway API CRDs (which
+`linkerd install --crds` requires at this version), Linkerd's CRDs, then the control plane with a trust
+anchor and issuer made here (`testbed.meshes.linkerd_certs`: ECDSA P-256, the CA constraints Linkerd
+checks), each `linkerd install | kubectl apply -f -` run as two commands (`Pipe`), no shell. Meshed pods
+always talk mTLS to each other; the app namespace's `config.linkerd.io/default-inbound-policy:
+all-authenticated` makes the proxies refuse clients without a mesh identity too (Linkerd's default,
+all-unauthenticated, would serve a plaintext client). Verification: `linkerd check --proxy`, the callers'
+proxies report `tls="true"` with the callee's identity, and a plaintext request is refused (403).
+
+Fairness. Access logs are off (the chart's values.yaml has no `proxy.accessLog`, so
+charts/partials/templates/_proxy.tpl sets no LINKERD2_PROXY_ACCESS_LOG) and nothing traces without the
+jaeger extension. Worker threads: a proxy takes `max(LINKERD2_PROXY_CORES_MAX, LINKERD2_PROXY_CORES_MIN)`
+threads, capped at the CPUs it sees (linkerd2-proxy release/v2.366.0, the `.proxy-version` of
+edge-26.8.3: linkerd/workers/src/lib.rs `Workers::cores`, read in linkerd2-proxy/src/rt.rs); by default
+only the minimum, 1, is set (charts/linkerd-control-plane/values.yaml `proxy.runtime.workers.minimum`).
+`--proxy-cpu-limit 2` sets the maximum to 2 (cli/cmd/options.go: `values.Proxy.Runtime.Workers.Maximum`,
+rendered as LINKERD2_PROXY_CORES_MAX by charts/partials/templates/_proxy.tpl) together with a 2-CPU
+limit, and `--proxy-cpu-request 100m` keeps the request at an Istio sidecar's (a limit alone would become
+the request too: 2 CPUs a pod, more than a 4-CPU runner can schedule); the minimum that the request sets,
+1 thread, is below the maximum, so the proxy runs 2 threads, as an Istio sidecar does (2 from its 2000m
+CPU limit). The older `config.linkerd.io/proxy-cores` is gone at this version (pkg/k8s/labels.go has no
+such annotation).
+`--disable-heartbeat` removes a daily CronJob that calls home and could start in the middle of a trial.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from testbed.kube.plan import Action, MakeFiles, MeshContext, Pipe, Step
+from testbed.meshes import evidence, kube_verify
+from testbed.meshes.kube_resources import namespace_metadata
+from testbed.meshes.linkerd_certs import make_linkerd_pki
+from testbed.versions import Versions
+
+#: The proxies' worker threads (and CPU limit, in cores) and CPU request: as an Istio sidecar's
+#: (istio/istio 1.30.3 istio-discovery values.yaml global.proxy.resources: 100m, 2000m).
+PROXY_CORES = 2
+PROXY_CPU_REQUEST = "100m"
+#: `linkerd check --wait`: how long the control plane may take to pass every check.
+CHECK_WAIT = "5m"
+CHECK_TIMEOUT_S = 360.0
+
+CHECK_PROXY = "linkerd check --proxy for the app namespace: every data-plane check must pass"
+#: One command per caller; `evidence` reads them together.
+METRICS = "the linkerd-proxy metrics of {}: its calls must be tls=true to the callee's identity"
+
+
+def linkerd(ctx: MeshContext, *args: str) -> tuple[str, ...]:
+    # --context: a persistent flag of the root command (cli/cmd/root.go).
+    return ("linkerd", "--context", ctx.context, *args)
+
+
+def apply_stdin(ctx: MeshContext, description: str, timeout_s: float = 300.0) -> Step:
+    # `-f -` reads the manifests from stdin: kubectl v0.35.7 pkg/cmd/apply/apply.go; cli-runtime v0.35.6
+    # pkg/resource/builder.go (`case s == "-"`: FileVisitorForSTDIN).
+    return Step(description=description, argv=(*ctx.kubectl, "apply", "-f", "-"), timeout_s=timeout_s)
+
+
+class Linkerd:
+    """Linkerd, CLI install, the app namespace injected and closed to unauthenticated clients."""
+
+    name = "linkerd"
+    config = "linkerd"
+    tools: tuple[str, ...] = ("linkerd",)
+    replaces_cni = False
+    namespace_labels: Mapping[str, str] = namespace_metadata("linkerd")[0]
+    namespace_annotations: Mapping[str, str] = namespace_metadata("linkerd")[1]
+    pod_annotations: Mapping[str, str] = {}
+    # The sidecars (container linkerd-proxy) count as `sidecar` in testbed.kube.metrics already.
+    components: Mapping[str, str] = {
+        "linkerd-destination": "control-plane",
+        "linkerd-identity": "control-plane",
+        "linkerd-proxy-injector": "control-plane",
+    }
+
+    def images(self, versions: Versions) -> tuple[str, ...]:
+        from testbed.images import archived  # the Docker client library only when asked
+
+        return tuple(image.ref for image in archived(self.config, versions))
+
+    def install_steps(self, ctx: MeshContext) -> list[Action]:
+        pki = ctx.workdir / "linkerd-pki"
+        ca, issuer_crt, issuer_key = pki / "ca.crt", pki / "issuer.crt", pki / "issuer.key"
+        gateway_api = ctx.versions.gateway_api.linkerd_version
+        return [
+            Step(
+                description=f"the Gateway API CRDs {gateway_api} (standard channel): "
+                "`linkerd install --crds` refuses to run without them",
+                # pkg/healthcheck/healthcheck.go GatewayAPICRDsMissingError (and cli/cmd/install.go
+                # validateFinalValues) ask for `kubectl apply --server-side -f .../standard-install.yaml`;
+                # --server-side: kubectl v0.35.7 pkg/cmd/util/helpers.go AddServerSideApplyFlags.
+                argv=(
+                    *ctx.kubectl,
+                    "apply",
+                    "--server-side",
+                    "-f",
+                    ctx.versions.gateway_api.install_url(gateway_api),
+                ),
+                timeout_s=120.0,
+            ),
+            MakeFiles(
+                description="Linkerd's trust anchor and identity issuer (ECDSA P-256; the anchor's key is "
+                "never written), made by testbed.meshes.linkerd_certs",
+                paths=(ca, issuer_crt, issuer_key),
+                make=functools.partial(make_linkerd_pki, pki),
+            ),
+            Pipe(
+                description=f"Linkerd {ctx.versions.linkerd.version}'s CRDs",
+                # cli/cmd/install.go: `install --crds` renders the linkerd-crds chart to stdout.
+                producer=Step(
+                    description="render Linkerd's CRDs",
+                    argv=linkerd(ctx, "install", "--crds"),
+                    timeout_s=120.0,
+                ),
+                consumer=apply_stdin(ctx, "apply Linkerd's CRDs"),
+            ),
+            Pipe(
+                description=f"Linkerd's control plane with this run's trust anchor and issuer; proxies with "
+                f"{PROXY_CORES} worker threads",
+                producer=Step(
+                    description="render Linkerd's control plane",
+                    argv=linkerd(
+                        ctx,
+                        "install",
+                        # cli/cmd/options.go makeInstallUpgradeFlags: the three PEM files, read by the CLI.
+                        "--identity-trust-anchors-file",
+                        str(ca),
+                        "--identity-issuer-certificate-file",
+                        str(issuer_crt),
+                        "--identity-issuer-key-file",
+                        str(issuer_key),
+                        # cli/cmd/options.go makeProxyFlags: --proxy-cpu-limit sets Workers.Maximum and
+                        # the CPU limit; --proxy-cpu-request the request (and Workers.Minimum, rounded up:
+                        # 1), without which Kubernetes would make the request the limit, 2 CPUs a pod.
+                        "--proxy-cpu-limit",
+                        str(PROXY_CORES),
+                        "--proxy-cpu-request",
+                        PROXY_CPU_REQUEST,
+                        # cli/cmd/options.go makeInstallUpgradeFlags: values.DisableHeartBeat.
+                        "--disable-heartbeat",
+                    ),
+                    timeout_s=120.0,
+                ),
+                consumer=apply_stdin(ctx, "apply Linkerd's control plane"),
+            ),
+            Step(
+                description="wait until Linkerd's control plane passes its own checks",
+                # cli/cmd/check.go: --wait (a duration, default 300s); exits non-zero on a failed check.
+                argv=linkerd(ctx, "check", "--wait", CHECK_WAIT),
+                timeout_s=CHECK_TIMEOUT_S,
+            ),
+        ]
+
+    def verify_steps(self, ctx: MeshContext) -> list[Action]:
+        return [
+            *kube_verify.probe_actions(ctx),
+            kube_verify.load(ctx),
+            kube_verify.check_step(
+                ctx,
+                CHECK_PROXY,
+                evidence.linkerd_check_argv(ctx.context, ctx.namespace),
+                "linkerd-check-proxy.txt",
+            ),
+            *(
+                kube_verify.check_step(
+                    ctx,
+                    METRICS.format(caller),
+                    evidence.linkerd_metrics_argv(ctx.context, ctx.namespace, caller),
+                    f"linkerd-proxy-metrics-{caller}.txt",
+                )
+                for caller in ctx.callers
+            ),
+            kube_verify.probe(ctx),
+            kube_verify.pods(ctx),
+        ]
+
+    def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
+        metrics = "".join(outputs.get(METRICS.format(caller), "") for caller in ctx.callers)
+        checks = [
+            kube_verify.load_check(outputs.get(kube_verify.LOAD, "")),
+            evidence.linkerd_check_proxy(outputs.get(CHECK_PROXY, "")),
+            evidence.linkerd_proxy_tls(metrics, namespace=ctx.namespace),
+            evidence.plaintext_refused(
+                outputs.get(kube_verify.PROBE, ""), refusal_statuses=evidence.LINKERD_REFUSAL_STATUSES
+            ),
+            kube_verify.cross_node(outputs, ctx),
+        ]
+        evidence.require(self.name, checks)
+        extra = {"default_inbound_policy": "all-authenticated", "proxy_cores": PROXY_CORES}
+        return evidence.verify(self.name, checks) | extra
+
+    def versions(self, versions: Versions) -> dict[str, str]:
+        return {
+            "linkerd": versions.linkerd.version,
+            "linkerd_gateway_api": versions.gateway_api.linkerd_version,
+        }
