@@ -14,6 +14,10 @@ from pathlib import Path
 from testbed import analysis, stats
 
 DEFAULT_PERCENTILES = ("p50", "p90", "p99")
+#: Below this many valid trials on either side, percentile-bootstrap intervals are too narrow to gate on
+#: (with 3 trials, all of one run's below all of the other's happens by chance 1 time in 20 per
+#: percentile): such a cell is shown, never failed.
+MIN_GATE_TRIALS = analysis.ROUGH_CI_TRIALS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +32,11 @@ class Row:
     diff_ci: stats.Interval | None
     regression: bool
     improvement: bool
+    trials: tuple[int, int]  # valid trials in OLD and NEW
+
+    @property
+    def gated(self) -> bool:
+        return min(self.trials) >= MIN_GATE_TRIALS
 
     @property
     def diff_us(self) -> float:
@@ -89,6 +98,8 @@ def compare(
             old_ci, new_ci = stats.interval(old_dist[:, i]), stats.interval(new_dist[:, i])
             apart = old_ci is not None and new_ci is not None and not old_ci.overlaps(new_ci)
             beyond = _beyond(n - o, o, threshold_ms, threshold_pct)
+            trials = (len(a[key]), len(b[key]))
+            gated = min(trials) >= MIN_GATE_TRIALS
             rows.append(
                 Row(
                     mesh=mesh,
@@ -99,8 +110,9 @@ def compare(
                     old_ci=old_ci,
                     new_ci=new_ci,
                     diff_ci=stats.interval(stats.difference(new_dist[:, i], old_dist[:, i])),
-                    regression=beyond and apart and n > o,
-                    improvement=beyond and apart and n < o,
+                    regression=beyond and apart and n > o and gated,
+                    improvement=beyond and apart and n < o and gated,
+                    trials=trials,
                 )
             )
 
@@ -130,8 +142,8 @@ def _verdict(r: Row) -> str:
         return "REGRESSION"
     if r.improvement:
         return "improved"
-    if r.old_ci is None or r.new_ci is None:
-        return "too few trials to judge"
+    if not r.gated:
+        return f"not judged: {min(r.trials)} valid trials (need {MIN_GATE_TRIALS})"
     return "same"
 
 
@@ -161,9 +173,15 @@ def table(c: Comparison, *, markdown: bool = False) -> str:
     ]
     rule = (
         f"A regression: worse by more than {c.threshold_ms:g} ms and {c.threshold_pct:g}%, "
-        "and the two runs' 95% intervals do not overlap."
+        f"and the two runs' 95% intervals do not overlap (cells with {MIN_GATE_TRIALS}+ valid trials)."
     )
     notes = [f"Only in OLD: {', '.join(c.only_old)}"] if c.only_old else []
+    unjudged = sorted({f"{r.mesh} at {r.rate:g} rps" for r in c.rows if not r.gated})
+    if unjudged:
+        notes += [
+            f"Not judged, under {MIN_GATE_TRIALS} valid trials in a run: {', '.join(unjudged)} "
+            f"(run with --trials {MIN_GATE_TRIALS} or more to gate on them)"
+        ]
     notes += [f"Only in NEW: {', '.join(c.only_new)}"] if c.only_new else []
     verdict = "REGRESSION" if c.regressed else "no regression"
     if markdown:

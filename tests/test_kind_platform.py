@@ -247,8 +247,10 @@ def test_dry_run_prints_the_whole_plan_and_runs_nothing(
         f"+ kind create cluster --name testbed-none --config {config} --image kindest/node:v1.35.0@" in plan
     )
     assert "+ kind load docker-image testbed:0.1.0 --name testbed-none" in plan
-    assert plan.count("kubectl --context kind-testbed-none exec deploy/loadgen -n testbed -c loadgen --") == 6
-    assert plan.count("get --raw /api/v1/nodes/") == 6 * 2 * 3
+    assert (
+        plan.count("kubectl --context kind-testbed-none exec deploy/loadgen -n testbed -c loadgen --") == 10
+    )  # 2 rates x 5 trials
+    assert plan.count("get --raw /api/v1/nodes/") == 10 * 2 * 3
     assert plan.rstrip().endswith("+ kind delete cluster --name testbed-none")
 
 

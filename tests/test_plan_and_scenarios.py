@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_scenarios_load() -> None:
     steady = load_scenario("steady")
-    assert steady.rates == (100.0, 200.0) and steady.trials == 3
+    assert steady.rates == (100.0, 200.0) and steady.trials == 5
     smoke = load_scenario("smoke")
     assert smoke.trials == 1 and smoke.duration_s <= 5
 
