@@ -265,6 +265,7 @@ name = "pair"
 entry = "front"
 
 [services.front]
+work = "sleep"
 work_us = {work}
 calls = ["back"]
 
@@ -278,7 +279,7 @@ description = "compare test: short trials"
 rates = [100]
 duration_s = 2
 warmup_s = 1
-trials = 5
+trials = 6
 connections = 8
 arrival = "uniform"
 cooldown_s = 0.5
@@ -288,10 +289,14 @@ max_lateness_ms = 8
 
 @pytest.mark.slow
 def test_compare_catches_a_real_regression(tmp_path: Path) -> None:
-    """The same topology with 1 ms more simulated work is caught; a rerun of the same configuration passes."""
+    """The same topology with 1 ms more simulated work (an event-loop sleep, so that the extra time does not
+    compete for the 2 cores) is caught; a rerun of the same configuration passes.
+
+    Six trials a run: `compare` gates on cells with at least five valid ones, and on this shared machine a
+    two-second trial is now and then invalid (the generator's lateness)."""
     (tmp_path / "cmp.toml").write_text(_SCENARIO)
     runs = {}
-    for name, work in (("old", 200), ("same", 200), ("slower", 1200)):
+    for name, work in (("old", 1000), ("same", 1000), ("slower", 2000)):
         topology = tmp_path / f"{name}-topology.toml"
         topology.write_text(_TOPOLOGY.format(work=work))
         proc = run_testbed(
@@ -300,9 +305,13 @@ def test_compare_catches_a_real_regression(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         runs[name] = tmp_path / "results" / name
-    same = run_testbed("compare", str(runs["old"]), str(runs["same"]))
+    # Gated as a CI job on a shared 2-core VM would be: at p50, where runs a minute apart drift by up to
+    # about 0.3 ms (20%) with nothing changed; the p90 and p99 of 2-second trials here swing by up to 2x
+    # between identical runs (test_compare_passes_the_same_and_catches_a_shift covers those percentiles).
+    gate = ("--percentiles", "p50", "--threshold-ms", "0.4", "--threshold-pct", "20")
+    same = run_testbed("compare", str(runs["old"]), str(runs["same"]), *gate)
     assert same.returncode == 0, same.stdout
-    slower = run_testbed("compare", str(runs["old"]), str(runs["slower"]))
+    slower = run_testbed("compare", str(runs["old"]), str(runs["slower"]), *gate)
     assert slower.returncode == 1, slower.stdout
     p50 = next(line for line in slower.stdout.splitlines() if line.startswith("none") and " p50 " in line)
     assert "REGRESSION" in p50
