@@ -582,6 +582,26 @@ def test_inotify_limits_below_kinds_needs_are_warned_with_the_fix(tmp_path: Path
     ]
 
 
+def test_a_missing_helm_is_only_warned_about(
+    tmp_path: Path,
+    scenario: Path,
+    fake: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """helm is part of the toolset but no CLI-based install runs it: preflight says so and goes on."""
+
+    def tool_path(name: str, **_: Any) -> Path:
+        if name == "helm":
+            raise UsageError("helm v4.2.4 is neither in the tool cache nor on PATH: run `nox -s tools`")
+        return Path(f"/fake/bin/{name}")
+
+    monkeypatch.setattr(tools, "tool_path", tool_path)
+    assert kube_run(tmp_path, scenario) == 0
+    assert "helm v4.2.4 is neither in the tool cache nor on PATH" in capsys.readouterr().err
+    assert "kind delete cluster --name testbed-none" in fake.commands("kind")
+
+
 def test_no_docker_daemon_stops_before_anything_is_created(
     tmp_path: Path,
     scenario: Path,

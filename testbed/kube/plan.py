@@ -92,6 +92,11 @@ class Step:
     may_fail: bool = False
 
 
+#: Part of the kind toolset (the issue's preflight list) though no plan of the CLI-based installs runs it:
+#: helm, for users who install the charts themselves. Checked, and warned about, never required.
+OPTIONAL_TOOLS = ("helm",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pipe:
     """`producer | consumer` without a shell: the producer's stdout becomes the consumer's stdin.
@@ -148,6 +153,8 @@ class Check:
     timeout_s: float = 30.0
     #: The CLIs that the `tools` check resolves and compares with their pins.
     tools: tuple[str, ...] = ()
+    #: CLIs of the toolset that this plan does not run: a warning when missing or not the pin, not an error.
+    optional_tools: tuple[str, ...] = ()
 
 
 Action = Step | WriteFile | BuildImage | Check | Pipe | MakeFiles
@@ -268,12 +275,15 @@ def kind_plan(
     _check_topology_in_image(topology, source)
     config_path = workdir / "kind-config.yaml"
     tools = ("kind", "kubectl", *mesh.tools)
+    optional = tuple(t for t in OPTIONAL_TOOLS if t not in tools)
     preflight = (
         Check(
             name="tools",
             tools=tools,
+            optional_tools=optional,
             description=f"{', '.join(tools)} found (the pinned copies from `nox -s tools` first, then PATH); "
-            "a warning for a version that is not the pin",
+            "a warning for a version that is not the pin"
+            + (f"; {', '.join(optional)} only warned about (not used by this plan)" if optional else ""),
         ),
         Check(name="docker", description="a Docker daemon answers (kind's nodes are Docker containers)"),
         Check(

@@ -102,6 +102,14 @@ class KubePlatform:
             self._tools[name] = str(tools.tool_path(name, versions=self.pins))
         for warning in tools.check_versions(check.tools, versions=self.pins):
             warn(warning)
+        for name in check.optional_tools:
+            try:
+                self._tools[name] = str(tools.tool_path(name, versions=self.pins))
+            except TestbedError as e:
+                warn(f"{e.message} (not used by this run)")
+                continue
+            for warning in tools.check_versions((name,), versions=self.pins):
+                warn(warning)
 
     def is_reused(self, plan: kp.ClusterPlan) -> bool:
         """Whether preflight found the cluster there already (and --reuse allows it): skip `create`."""
