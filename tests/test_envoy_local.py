@@ -42,6 +42,7 @@ from testbed.meshes.envoy_local import (
     validate_bootstrap,
     write_bootstrap,
 )
+from testbed.ports import free_ports
 
 IDENTITIES = ["productpage", "reviews", "loadgen", "intruder"]
 
@@ -56,12 +57,7 @@ def _load_cert(path: Path) -> x509.Certificate:
 
 
 def _free_ports(n: int) -> list[int]:
-    # Bind all at once so that the ports are distinct; the kernel does not hand them out again at once.
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+    return free_ports(n)
 
 
 def _port_free(port: int) -> bool:

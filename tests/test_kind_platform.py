@@ -29,10 +29,10 @@ from testbed.kube import docker
 from testbed.kube import plan as kp
 from testbed.kube.manifests import WORKER_NAME
 from testbed.loadgen.config import LoadConfig
-from testbed.loadgen.trial import free_port
 from testbed.meshes.kube import kube_mesh
 from testbed.platforms.kind import inotify_problems
 from testbed.platforms.kube import resources
+from testbed.ports import free_port
 from testbed.topology import load_topology
 from testbed.versions import load_versions
 from tests.conftest import REPO, NullServer

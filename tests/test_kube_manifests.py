@@ -314,7 +314,7 @@ def test_the_health_path_is_the_one_the_service_answers() -> None:
 
 def test_each_app_container_command_starts_and_passes_its_readiness_probe(tmp_path: Path) -> None:
     """The Deployment's own argv, run here with only the in-image topology path and the port swapped."""
-    from testbed.platforms.local_services import free_ports
+    from testbed.ports import free_ports
 
     deployments = of_kind(manifests(load_topology("shop"), image=IMAGE), "Deployment")
     apps = {name: d for name, d in deployments.items() if name != LOADGEN_NAME}

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from testbed.loadgen.result import decode
-from testbed.loadgen.trial import free_port
+from testbed.ports import free_port
 from tests.conftest import NullServer, cli_argv, engine_processes, load_result, run_testbed
 
 

@@ -289,14 +289,18 @@ max_lateness_ms = 8
 
 @pytest.mark.slow
 def test_compare_catches_a_real_regression(tmp_path: Path) -> None:
-    """The same topology with 1 ms more simulated work (an event-loop sleep, so that the extra time does not
+    """The same topology with 2 ms more simulated work (an event-loop sleep, so that the extra time does not
     compete for the 2 cores) is caught; a rerun of the same configuration passes.
+
+    2 ms, not 1: on this 2-core VM 1 ms more work showed as +0.47 to +1.4 ms at p50 between runs while
+    identical runs drift by up to 0.33 ms, too close to the thresholds for a test that must never flake
+    (`testbed compare` did flag the 1 ms runs with its default thresholds: see the issue's note).
 
     Six trials a run: `compare` gates on cells with at least five valid ones, and on this shared machine a
     two-second trial is now and then invalid (the generator's lateness)."""
     (tmp_path / "cmp.toml").write_text(_SCENARIO)
     runs = {}
-    for name, work in (("old", 1000), ("same", 1000), ("slower", 2000)):
+    for name, work in (("old", 1000), ("same", 1000), ("slower", 3000)):
         topology = tmp_path / f"{name}-topology.toml"
         topology.write_text(_TOPOLOGY.format(work=work))
         proc = run_testbed(

@@ -19,7 +19,7 @@ from typing import Any
 
 from testbed import proc
 from testbed.errors import TestbedError
-from testbed.loadgen.trial import free_port
+from testbed.ports import free_port
 
 RAMP = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000)
 #: A rate counts as kept valid when most of these trials at it are valid: one noisy second on a shared

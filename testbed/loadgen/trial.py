@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from testbed import proc
 from testbed.errors import TestbedError, UsageError
 from testbed.loadgen.config import LoadConfig
+from testbed.ports import free_port
 
 #: Locust's own default master port (`locust --master-bind-port`).
 DEFAULT_MASTER_PORT = 5557
@@ -36,12 +37,6 @@ def preflight(config: LoadConfig, *, timeout_s: float = 3.0) -> None:
         raise UsageError(
             f"cannot reach {config.url}: {reason} (is the server running on {host}:{port}?)"
         ) from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def run_trial(

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from testbed.errors import TestbedError
 from testbed.meshes import envoy_local
 from testbed.meshes.envoy_local import ClientSidecar, Downstream, ServiceSidecar, Sidecar
-from testbed.platforms.local_services import RunningTopology, free_ports
+from testbed.platforms.local_services import RunningTopology
+from testbed.ports import free_ports
 from testbed.topology import Topology
 
 LOADGEN_IDENTITY = "loadgen"

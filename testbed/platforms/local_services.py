@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from types import MappingProxyType, TracebackType
 
 from testbed import proc
 from testbed.errors import TestbedError
+from testbed.ports import free_ports
 from testbed.topology import Topology
 
 LOCALHOST = "127.0.0.1"
@@ -145,22 +145,6 @@ def start_topology(
         _stop_all(started)
         raise
     return RunningTopology(topology, {s.name: s for s in started})
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that are free on 127.0.0.1 right now."""
-    # All sockets stay open until every port is chosen, so the kernel cannot hand out one port twice.
-    # Another program may still take a port before the service binds it; then its start-up fails loudly.
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((LOCALHOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _stop_all(services: list[RunningService]) -> None:
