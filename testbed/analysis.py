@@ -96,25 +96,21 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _interval(i: stats.Interval | None, scale: float = 1.0) -> list[float] | None:
-    return None if i is None else [round(i.low * scale, 3), round(i.high * scale, 3)]
+def _interval(i: stats.Interval | None) -> list[float] | None:
+    return None if i is None else [round(i.low, 3), round(i.high, 3)]
 
 
 def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict[str, Any], Any]:
     """The figures of one (mesh, rate), and the bootstrap distribution of its gated percentiles."""
     valid = members[members["valid"]]
     trial_counts = [run.counts[p] for p in valid["path"]]
-    pooled = stats.counts_empty()
-    for t in trial_counts:
-        pooled = pooled + t
+    pooled = stats.pooled(trial_counts)
     latency: dict[str, float] = {name: stats.percentile(pooled, q) for name, q in stats.PERCENTILES.items()}
     latency["mean"] = round(stats.mean(pooled), 1)
     latency["count"] = float(pooled.sum())
     # From the intended send time: what a user whose request was due then would have waited (includes
     # any queueing in the generator; methodology.md, coordinated omission).
-    from_intended = stats.counts_empty()
-    for p in valid["path"]:
-        from_intended = from_intended + run.intended[p]
+    from_intended = stats.pooled([run.intended[p] for p in valid["path"]])
     distribution = stats.bootstrap(
         trial_counts, [stats.PERCENTILES[n] for n in GATED], seed=stats.seed_for(mesh, rate)
     )

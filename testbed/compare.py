@@ -89,7 +89,7 @@ def compare(
     qs = [stats.PERCENTILES[name] for name in percentiles]
     for key in sorted(a.keys() & b.keys()):
         mesh, rate = key
-        old_pooled, new_pooled = sum(a[key], stats.counts_empty()), sum(b[key], stats.counts_empty())
+        old_pooled, new_pooled = stats.pooled(a[key]), stats.pooled(b[key])
         # Each run's trials are resampled on their own (seeds differ by run), all percentiles at once.
         old_dist = stats.bootstrap(a[key], qs, seed=stats.seed_for("old", mesh, rate))
         new_dist = stats.bootstrap(b[key], qs, seed=stats.seed_for("new", mesh, rate))

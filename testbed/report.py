@@ -6,7 +6,6 @@ to a CI run as it is. Warnings come first: a number is only worth reading once i
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -173,7 +172,3 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Invalid trials (excluded)", ""]
         lines += [f"- `{t['path']}`: {'; '.join(t['reasons'])}" for t in summary["invalid_trials"]]
     return "\n".join(lines) + "\n"
-
-
-def escape(value: object) -> str:
-    return html.escape(str(value), quote=True)

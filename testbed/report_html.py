@@ -58,6 +58,7 @@ def _overhead(summary: dict[str, Any], meshes: list[str]) -> str | None:
     if not cells:
         return None
     fig = go.Figure()
+    in_legend: set[str] = set()
     for c in cells:
         xs, ys, plus, minus = [], [], [], []
         for name in ("p50", "p99"):
@@ -73,12 +74,13 @@ def _overhead(summary: dict[str, Any], meshes: list[str]) -> str | None:
                 y=ys,
                 name=c["mesh"],
                 legendgroup=c["mesh"],
-                showlegend=c["rate"] == cells[0]["rate"] or c["mesh"] not in {d["mesh"] for d in cells[:1]},
+                showlegend=c["mesh"] not in in_legend,  # one legend entry per mesh, not per rate
                 marker_color=_color(meshes, c["mesh"]),
                 error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True},
                 hovertemplate="%{x}: %{y:+.3f} ms<extra>" + c["mesh"] + "</extra>",
             )
         )
+        in_legend.add(c["mesh"])
     fig.update_layout(
         barmode="group", title=f"Added latency over {summary['baseline']} (whiskers: 95% bootstrap CI)"
     )

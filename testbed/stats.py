@@ -59,6 +59,14 @@ def counts_empty() -> Counts:
     return np.zeros(bucket_values().shape, dtype=np.float64)
 
 
+def pooled(trials: Sequence[Counts]) -> Counts:
+    """The trials' histograms merged: their counts added (never their percentiles averaged)."""
+    total = counts_empty()
+    for t in trials:
+        total = total + t
+    return total
+
+
 def percentile(pooled: Counts, q: float) -> float:
     """The value at percentile q (0-100] of a counts array; 0 when it is empty. `q=100` is the max."""
     return float(percentile_batch(pooled[np.newaxis, :], q, bucket_values())[0])
@@ -107,16 +115,12 @@ class Interval:
     def overlaps(self, other: Interval) -> bool:
         return self.low <= other.high and other.low <= self.high
 
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
 
-
-def _used(groups: Sequence[Sequence[Counts]]) -> npt.NDArray[np.bool_]:
+def _used(trials: Sequence[Counts]) -> npt.NDArray[np.bool_]:
     """Buckets that any trial uses: the others never change a percentile, so they are dropped."""
     used = np.zeros(bucket_values().shape, dtype=bool)
-    for group in groups:
-        for t in group:
-            used |= t > 0
+    for t in trials:
+        used |= t > 0
     if not used.any():
         used[0] = True
     return used
@@ -133,7 +137,6 @@ def bootstrap(
     *,
     seed: int,
     resamples: int = RESAMPLES,
-    used: npt.NDArray[np.bool_] | None = None,
     batch: int = 250,
 ) -> npt.NDArray[np.float64]:
     """Bootstrap distribution of pooled percentiles: shape (resamples, len(qs)), in us.
@@ -145,7 +148,7 @@ def bootstrap(
     k = len(trials)
     if k < 2:
         return np.full((resamples, len(qs)), np.nan)
-    used = _used([trials]) if used is None else used
+    used = _used(trials)
     matrix = np.stack([t[used] for t in trials])  # (trials, used buckets)
     values = bucket_values()[used]
     rng = np.random.default_rng(seed)
@@ -168,28 +171,6 @@ def interval(distribution: npt.NDArray[np.float64]) -> Interval | None:
     alpha = (1.0 - CONFIDENCE) / 2.0
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return Interval(low=float(low), high=float(high))
-
-
-def level_interval(trials: Sequence[Counts], q: float, *, seed: int = SEED) -> Interval | None:
-    """95% bootstrap interval of the pooled percentile over these trials (None below 2 trials)."""
-    return interval(bootstrap(trials, [q], seed=seed)[:, 0])
-
-
-def difference_interval(
-    new: Sequence[Counts],
-    old: Sequence[Counts],
-    q: float,
-    *,
-    relative: bool = False,
-    seeds: tuple[int, int] = (SEED, SEED + 1),
-) -> Interval | None:
-    """95% bootstrap interval of pooled(new) - pooled(old) at q, in us, or in % of old when `relative`.
-
-    The two groups are resampled independently (different processes, often different runs).
-    """
-    a = bootstrap(new, [q], seed=seeds[0])[:, 0]
-    b = bootstrap(old, [q], seed=seeds[1])[:, 0]
-    return interval(difference(a, b, relative=relative))
 
 
 def difference(
