@@ -79,6 +79,7 @@ class ShareResult:
     window_start_unix: float = 0.0  # wall-clock start of the measured window (after the warm-up)
     locust_requests: int = 0
     locust_failures: int = 0
+    schedule_clock: str = "gevent"  # what woke the sender at the intended times: "timerfd" or "gevent"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class ShareResult:
             "window_start_unix": self.window_start_unix,
             "locust_requests": self.locust_requests,
             "locust_failures": self.locust_failures,
+            "schedule_clock": self.schedule_clock,
         }
 
     @classmethod
@@ -191,6 +193,7 @@ def build_result(
             "processes": len(shares),
             "locust_version": locust_version,
             "python": platform.python_version(),
+            "schedule_clock": sorted({s.schedule_clock for s in shares}),
             # Locust's own counts, as a sanity check only: it rounds latencies to whole milliseconds.
             "locust_requests": sum(s.locust_requests for s in shares),
             "locust_failures": sum(s.locust_failures for s in shares),
