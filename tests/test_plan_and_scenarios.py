@@ -8,7 +8,7 @@ import pytest
 
 from testbed.errors import ConfigError
 from testbed.plan import load_argv, load_config, plan_trials
-from testbed.scenario import load_scenario
+from testbed.scenario import available_scenarios, load_scenario
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -22,6 +22,13 @@ def test_shipped_scenarios_load() -> None:
     assert steady.rates == (100.0, 200.0) and steady.trials == 5
     smoke = load_scenario("smoke")
     assert smoke.trials == 1 and smoke.duration_s <= 5
+    hop = load_scenario("hop")
+    assert hop.rates == (500.0,) and hop.trials >= 3
+    assert set(available_scenarios()) >= {"steady", "smoke", "hop"}
+    # bench-local (2 meshes) must end within 5 minutes on 2 cores with its set-up (about 1 minute):
+    # 20 trials, each with about 2 s of start-up and tear-down around its warm-up and window.
+    trials = len(steady.rates) * steady.trials * 2
+    assert trials * (steady.warmup_s + steady.duration_s + steady.cooldown_s + 2.0) <= 4 * 60 - 20
 
 
 def test_plan_alternates_meshes_trial_by_trial(tmp_path: Path) -> None:

@@ -36,6 +36,12 @@ def test_shop_is_the_documented_default() -> None:
     assert "shop" in available_topologies()
 
 
+def test_single_service_topology_for_the_per_hop_cost() -> None:
+    single = load_topology("single")
+    assert single.entry == "echo"
+    assert single.service("echo").calls == () and single.service("echo").work_us == 0
+
+
 def test_startup_order_puts_every_callee_before_its_callers() -> None:
     shop = load_topology("shop")
     order = [s.name for s in shop.startup_order()]
