@@ -27,6 +27,7 @@ def test_fixed_delay_is_measured_right(tmp_path: Path, null_server: Callable[...
     p50 = result["latency_us"]["service"]["p50"]  # type: ignore[index]
     assert 2000 <= p50 <= 2600, p50
     assert result["requests"] == 1000
+    assert result["loadgen"]["schedule_clock"] == ["timerfd"]  # type: ignore[index]
 
 
 def test_stalls_show_in_intended_latency(tmp_path: Path, null_server: Callable[..., NullServer]) -> None:
@@ -58,6 +59,21 @@ def test_unsustainable_rate_is_flagged(tmp_path: Path, null_server: Callable[...
     assert result["valid"] is False
     reasons = " ".join(result["invalid_reasons"])  # type: ignore[arg-type]
     assert "fell behind" in reasons or "under 97%" in reasons or "CPU" in reasons
+
+
+def test_busy_connections_are_named_as_the_cause(
+    tmp_path: Path, null_server: Callable[..., NullServer]
+) -> None:
+    # 2 connections to a server that holds every request 50 ms carry at most 40 rps: at 50 rps the sends
+    # queue for a free connection, and the verdict must say so rather than blame the generator's pace.
+    server = null_server("--delay-ms", "50")
+    result = load(
+        server.url, tmp_path, "--rate", "50", "--duration", "3", "--warmup", "1", "--connections", "2"
+    )
+    assert result["valid"] is False
+    assert result["loadgen"]["connection_waits"] > 0.5 * result["scheduled"]  # type: ignore[index,operator]
+    reasons = " ".join(result["invalid_reasons"])  # type: ignore[arg-type]
+    assert "all busy (raise --connections)" in reasons, reasons
 
 
 def test_two_processes_merge_to_the_exact_count(

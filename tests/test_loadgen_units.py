@@ -100,7 +100,18 @@ def test_validity_rules_give_reasons() -> None:
     late = invalid_reasons(
         c, requests=10_000, scheduled=10_000, errors=0, lateness_p99_us=2500, cpu_percent=50
     )
-    assert len(late) == 1 and "fell behind" in late[0]
+    assert len(late) == 1 and "fell behind" in late[0] and "add --processes" in late[0]
+    pool_bound = invalid_reasons(
+        c,
+        requests=10_000,
+        scheduled=10_000,
+        errors=0,
+        lateness_p99_us=2500,
+        cpu_percent=50,
+        connection_waits=300,
+    )
+    assert len(pool_bound) == 1 and "300 of 10000 sends waited" in pool_bound[0]
+    assert "raise --connections" in pool_bound[0]
     slow = invalid_reasons(c, requests=9_600, scheduled=10_000, errors=0, lateness_p99_us=900, cpu_percent=50)
     assert len(slow) == 1 and "under 97%" in slow[0]
     errors = invalid_reasons(

@@ -238,6 +238,8 @@ class _Share:
                     clock.wait_until(intended)
                 # A raw greenlet (a tenth of the cost of a pooled Greenlet) per send; the semaphore bounds
                 # them to the connections, and waiting for a free one shows as lateness.
+                if self.slots.locked():
+                    self.counts["connection_waits"] += measured
                 self.slots.acquire()
                 gevent.spawn_raw(self.send, intended, measured)
                 self.counts["sent"] += measured
@@ -271,6 +273,7 @@ class _Share:
             window_start_unix=self.window_start_unix,
             locust_requests=total.num_requests + reported["num_requests"],
             locust_failures=total.num_failures + reported["num_failures"],
+            connection_waits=self.counts["connection_waits"],
             schedule_clock=self.clock_name,
         )
 

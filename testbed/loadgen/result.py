@@ -79,6 +79,7 @@ class ShareResult:
     window_start_unix: float = 0.0  # wall-clock start of the measured window (after the warm-up)
     locust_requests: int = 0
     locust_failures: int = 0
+    connection_waits: int = 0  # measured sends that found every connection busy and waited for one
     schedule_clock: str = "gevent"  # what woke the sender at the intended times: "timerfd" or "gevent"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -96,6 +97,7 @@ class ShareResult:
             "window_start_unix": self.window_start_unix,
             "locust_requests": self.locust_requests,
             "locust_failures": self.locust_failures,
+            "connection_waits": self.connection_waits,
             "schedule_clock": self.schedule_clock,
         }
 
@@ -117,15 +119,23 @@ def invalid_reasons(
     errors: int,
     lateness_p99_us: float,
     cpu_percent: float,
+    connection_waits: int = 0,
 ) -> list[str]:
     """Every reason not to trust this trial, worded so that the user knows what to change."""
     limits = config.limits
     reasons: list[str] = []
     if lateness_p99_us > limits.max_lateness_p99_ms * 1000:
-        reasons.append(
-            f"the generator fell behind: send lateness p99 {lateness_p99_us / 1000:.2f} ms > "
-            f"{limits.max_lateness_p99_ms:g} ms (add --processes or --connections, or lower --rate)"
-        )
+        late = f"send lateness p99 {lateness_p99_us / 1000:.2f} ms > {limits.max_lateness_p99_ms:g} ms"
+        if scheduled and connection_waits > 0.01 * scheduled:
+            # Over 1% of the sends found all connections busy: the pool, not the sender, held them back.
+            reasons.append(
+                f"the generator fell behind: {late}; {connection_waits} of {scheduled} sends waited for "
+                f"one of the {config.connections} connections, all busy (raise --connections)"
+            )
+        else:
+            reasons.append(
+                f"the generator fell behind: {late} (add --processes or --connections, or lower --rate)"
+            )
     if scheduled and requests < limits.min_rate_fraction * scheduled:
         reasons.append(
             f"achieved rate {requests / config.duration_s:.1f} rps is under "
@@ -164,6 +174,7 @@ def build_result(
         errors=errors,
         lateness_p99_us=float(latency["lateness"]["p99"]),
         cpu_percent=cpu,
+        connection_waits=sum(s.connection_waits for s in shares),
     )
     recorded = int(latency["service"]["count"]) + errors
     if recorded != requests:  # every completed request is either a latency sample or an error
@@ -194,6 +205,7 @@ def build_result(
             "locust_version": locust_version,
             "python": platform.python_version(),
             "schedule_clock": sorted({s.schedule_clock for s in shares}),
+            "connection_waits": sum(s.connection_waits for s in shares),
             # Locust's own counts, as a sanity check only: it rounds latencies to whole milliseconds.
             "locust_requests": sum(s.locust_requests for s in shares),
             "locust_failures": sum(s.locust_failures for s in shares),
