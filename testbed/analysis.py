@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ HISTOGRAM = "service"  # timed on the wire: first request byte out, last respons
 GATED = ("p50", "p90", "p99", "p999")  # percentiles that get intervals and overheads
 
 #: pyperf-like stability checks.
+#: Above this share of CPU time taken by the hypervisor in any measured window, the report says so.
+STEAL_WARN_PERCENT = 2.0
 MIN_TRIALS = 3
 ROUGH_CI_TRIALS = 5
 MAX_CV = {"p50": 0.10, "p99": 0.25}  # coefficient of variation across trials
@@ -89,6 +92,8 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
     }
     for name in stats.PERCENTILES:
         row[f"{name}_us"] = float(result["latency_us"][HISTOGRAM][name])
+    host = result.get("resources", {}).get("host", {})
+    row["host_steal_percent"] = float(host.get("steal_percent", float("nan")))
     for component, figures in result.get("resources", {}).get("components", {}).items():
         row[f"res:{component}:vcpu"] = float(figures["vcpu"])
         row[f"res:{component}:mb"] = float(figures["peak_rss_mb"])
@@ -216,6 +221,14 @@ def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.Data
         out.append(
             f"under {ROUGH_CI_TRIALS} valid trials, bootstrap intervals are coarse: {', '.join(coarse)}; "
             f"use --trials {ROUGH_CI_TRIALS} or more for decisions"
+        )
+    # NaN: a trial without host figures (kind, older runs)
+    steal = [float(v) for v in trials.get("host_steal_percent", []) if not math.isnan(v)]
+    if steal and max(steal) > STEAL_WARN_PERCENT:
+        out.append(
+            f"the hypervisor took up to {max(steal):.1f}% of this VM's CPU time (steal) in a measured "
+            f"window (mean {sum(steal) / len(steal):.1f}%): the host is shared, so expect drift between "
+            "trials and runs"
         )
     if len(trials) and not any(c["overhead"] for c in cells) and len({c["mesh"] for c in cells}) > 1:
         out.append("no overhead is computed: the run has no trials of the baseline mesh")

@@ -38,6 +38,10 @@ class Sampler:
         self._components = components
         self._interval = interval_s
         self._series = {name: _Series() for name in components}
+        # The whole host: how busy it was, and how much time the hypervisor took from its vCPUs (steal).
+        self._host_times: list[float] = []
+        self._host_busy: list[float] = []
+        self._host_steal: list[float] = []
         self._last_cpu: dict[int, float] = {}  # per pid, so that a process that ended still counts
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
@@ -57,6 +61,11 @@ class Sampler:
 
     def _sample(self) -> None:
         now = time.time()
+        host = psutil.cpu_times()
+        steal = float(getattr(host, "steal", 0.0))  # Linux only
+        self._host_times.append(now)
+        self._host_busy.append(sum(host) - host.idle - float(getattr(host, "iowait", 0.0)) - steal)
+        self._host_steal.append(steal)
         for name, pids_of in self._components.items():
             series = self._series[name]
             rss_total = 0.0
@@ -74,7 +83,8 @@ class Sampler:
             series.rss.append(rss_total)
 
     def window(self, start_unix: float, end_unix: float) -> dict[str, Any]:
-        """`{"window_s", "components": {name: {cpu_seconds, vcpu, peak_rss_mb, processes}}}`."""
+        """`{"window_s", "components": {name: {cpu_seconds, vcpu, peak_rss_mb, processes}}, "host": {cores,
+        busy_vcpu, steal_percent}}`; steal is time the hypervisor gave someone else on this VM's vCPUs."""
         length = end_unix - start_unix
         out: dict[str, Any] = {}
         for name, s in self._series.items():
@@ -86,7 +96,20 @@ class Sampler:
                 "peak_rss_mb": round(max(inside or s.rss or [0.0]) / 2**20, 1),
                 "processes": len(s.pids),
             }
-        return {"window_s": round(length, 3), "source": "psutil", "components": out}
+        times = self._host_times
+        busy = _interpolate(times, self._host_busy, end_unix) - _interpolate(
+            times, self._host_busy, start_unix
+        )
+        steal = _interpolate(times, self._host_steal, end_unix) - _interpolate(
+            times, self._host_steal, start_unix
+        )
+        cores = psutil.cpu_count() or 1
+        host = {
+            "cores": cores,
+            "busy_vcpu": round(busy / length, 4) if length > 0 else 0.0,
+            "steal_percent": round(100 * steal / (length * cores), 2) if length > 0 else 0.0,
+        }
+        return {"window_s": round(length, 3), "source": "psutil", "components": out, "host": host}
 
 
 def _with_children(pids: Sequence[int]) -> list[int]:

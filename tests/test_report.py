@@ -142,6 +142,19 @@ def test_summary_pools_valid_trials_and_lists_invalid_ones(tmp_path: Path) -> No
     assert envoy["resource_overhead"]["vcpu_per_krps"] == pytest.approx(3.0)
 
 
+def test_hypervisor_steal_is_warned_about(tmp_path: Path) -> None:
+    medians = {("none", 100.0): [1000, 1000, 1000], ("envoy", 100.0): [1500, 1500, 1500]}
+    quiet = _run(tmp_path, "quiet", medians)
+    assert not any("steal" in w for w in analysis.summary(analysis.load_run(quiet))["warnings"])
+    noisy = _run(tmp_path, "noisy", medians)
+    stolen = noisy / "envoy" / "100" / "trial-2" / "result.json"
+    result = json.loads(stolen.read_text())
+    result["resources"]["host"] = {"cores": 2, "busy_vcpu": 1.2, "steal_percent": 6.5}
+    stolen.write_text(json.dumps(result))
+    warnings = analysis.summary(analysis.load_run(noisy))["warnings"]
+    assert any("took up to 6.5% of this VM's CPU time (steal)" in w for w in warnings), warnings
+
+
 def test_unstable_and_thin_cells_are_warned_about(tmp_path: Path) -> None:
     run = _run(tmp_path, "r", {("none", 100.0): [1000, 2000, 700], ("envoy", 100.0): [1500]})
     warnings = analysis.summary(analysis.load_run(run))["warnings"]

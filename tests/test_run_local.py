@@ -43,6 +43,9 @@ def test_smoke_run_writes_the_layout_and_evidence(tmp_path: Path) -> None:
         components = result["resources"]["components"]
         assert components["app"]["processes"] == 4 and components["app"]["cpu_seconds"] > 0
         assert components["loadgen"]["cpu_seconds"] > 0
+        host = result["resources"]["host"]  # the whole VM over the window, steal included
+        assert host["cores"] == psutil.cpu_count() and host["busy_vcpu"] > 0
+        assert 0 <= host["steal_percent"] <= 100
     evidence = json.loads((run_dir / "envoy" / "100" / "trial-1" / "result.json").read_text())[
         "mesh_evidence"
     ]
