@@ -26,11 +26,11 @@ HISTOGRAM = "service"  # timed on the wire: first request byte out, last respons
 GATED = ("p50", "p90", "p99", "p999")  # percentiles that get intervals and overheads
 
 #: pyperf-like stability checks.
-#: Above this share of CPU time taken by the hypervisor in any measured window, the report says so.
-STEAL_WARN_PERCENT = 2.0
 MIN_TRIALS = 3
 ROUGH_CI_TRIALS = 5
 MAX_CV = {"p50": 0.10, "p99": 0.25}  # coefficient of variation across trials
+#: Above this share of CPU time taken by the hypervisor in any measured window, the report says so.
+STEAL_WARN_PERCENT = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)

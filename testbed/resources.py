@@ -64,7 +64,9 @@ class Sampler:
         host = psutil.cpu_times()
         steal = float(getattr(host, "steal", 0.0))  # Linux only
         self._host_times.append(now)
-        self._host_busy.append(sum(host) - host.idle - float(getattr(host, "iowait", 0.0)) - steal)
+        # guest time is already inside user and nice (/proc/stat): the fields are named, not summed
+        busy = sum(float(getattr(host, name, 0.0)) for name in ("user", "nice", "system", "irq", "softirq"))
+        self._host_busy.append(busy)
         self._host_steal.append(steal)
         for name, pids_of in self._components.items():
             series = self._series[name]

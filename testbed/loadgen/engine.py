@@ -220,8 +220,8 @@ class _Share:
             seed=config.seed,
         )
         # Everything alive now (Locust, gevent, the session) lives for the whole trial: moved out of the
-        # collector's reach, a full collection inside the window scans only the trial's own objects
-        # (measured here: 28 ms per full collection without this, once per trial, a send stall).
+        # collector's reach, a full collection inside the window scans only the trial's own objects (a
+        # full collection of everything took about 28 ms here: a stall of every send due meanwhile).
         gc.collect()
         gc.freeze()
         clock = ScheduleClock()  # a timerfd: gevent's own timers wake on whole milliseconds only
