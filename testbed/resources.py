@@ -90,7 +90,7 @@ class Sampler:
         length = end_unix - start_unix
         out: dict[str, Any] = {}
         for name, s in self._series.items():
-            cpu = _interpolate(s.times, s.cpu, end_unix) - _interpolate(s.times, s.cpu, start_unix)
+            cpu = _delta(s.times, s.cpu, start_unix, end_unix)
             inside = [r for t, r in zip(s.times, s.rss, strict=True) if start_unix <= t <= end_unix]
             out[name] = {
                 "cpu_seconds": round(cpu, 4),
@@ -98,13 +98,8 @@ class Sampler:
                 "peak_rss_mb": round(max(inside or s.rss or [0.0]) / 2**20, 1),
                 "processes": len(s.pids),
             }
-        times = self._host_times
-        busy = _interpolate(times, self._host_busy, end_unix) - _interpolate(
-            times, self._host_busy, start_unix
-        )
-        steal = _interpolate(times, self._host_steal, end_unix) - _interpolate(
-            times, self._host_steal, start_unix
-        )
+        busy = _delta(self._host_times, self._host_busy, start_unix, end_unix)
+        steal = _delta(self._host_times, self._host_steal, start_unix, end_unix)
         cores = psutil.cpu_count() or 1
         host = {
             "cores": cores,
@@ -121,6 +116,11 @@ def _with_children(pids: Sequence[int]) -> list[int]:
             found.append(pid)
             found.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
     return found
+
+
+def _delta(times: Sequence[float], values: Sequence[float], start: float, end: float) -> float:
+    """How much a cumulative counter grew between `start` and `end`."""
+    return _interpolate(times, values, end) - _interpolate(times, values, start)
 
 
 def _interpolate(times: Sequence[float], values: Sequence[float], at: float) -> float:

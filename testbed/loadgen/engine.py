@@ -225,7 +225,7 @@ class _Share:
         gc.collect()
         gc.freeze()
         clock = ScheduleClock()  # a timerfd: gevent's own timers wake on whole milliseconds only
-        self.clock_name = "timerfd" if clock.precise else "gevent"
+        clock_name = "timerfd" if clock.precise else "gevent"
         try:
             for offset in offsets:
                 intended = self.t0 + offset
@@ -274,7 +274,7 @@ class _Share:
             locust_requests=total.num_requests + reported["num_requests"],
             locust_failures=total.num_failures + reported["num_failures"],
             connection_waits=self.counts["connection_waits"],
-            schedule_clock=self.clock_name,
+            schedule_clock=clock_name,
         )
 
 
