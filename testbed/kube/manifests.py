@@ -41,6 +41,12 @@ RUN_AS_USER = 10001
 ROLE_LABEL = "testbed.io/role"
 APPS_ROLE = "apps"
 LOADGEN_ROLE = "loadgen"
+#: Every node that may run shared proxies and control planes (waypoint, istiod, Linkerd's control plane,
+#: Cilium's operator): any node but the load generator's. The kind configurations label the app workers
+#: with it; a mesh pins its shared components there with this nodeSelector.
+POOL_LABEL = "testbed.io/pool"
+APPS_POOL = "apps"
+SHARED_NODE_SELECTOR: dict[str, str] = {POOL_LABEL: APPS_POOL}
 
 PART_OF = {"app.kubernetes.io/part-of": "testbed"}
 LOADGEN_NAME = "loadgen"
