@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from testbed import paths
 from testbed.errors import ConfigError
 from testbed.loadgen.config import ARRIVALS, Arrival
+from testbed.paths import ROOT
 
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS_DIR = ROOT / "scenarios"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +60,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     path = Path(text) if ("/" in text or text.endswith(".toml")) else SCENARIOS_DIR / f"{text}.toml"
     if not path.is_file():
         known = ", ".join(available_scenarios()) or "none"
-        raise ConfigError(f"unknown scenario {text!r} (known: {known}; or give a path to a .toml file)")
+        raise ConfigError(
+            f"unknown scenario {text!r} (known: {known}; or give a path to a .toml file)" + paths.hint()
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from testbed import paths
 from testbed.errors import ConfigError
+from testbed.paths import ROOT
 
 #: Where a bare topology name is looked up: the repository's `scenarios/topologies/`.
-TOPOLOGIES_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "topologies"
+TOPOLOGIES_DIR = ROOT / "scenarios" / "topologies"
 
 WorkKind = Literal["busy", "sleep"]
 CallMode = Literal["parallel", "sequential"]
@@ -141,6 +143,7 @@ def _locate(name_or_path: str | Path) -> Path:
         known = ", ".join(available_topologies()) or "none"
         raise ConfigError(
             f"unknown topology {name_or_path!r} (known: {known}; or give a path to a .toml file)"
+            + paths.hint()
         )
     return path
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from testbed import paths
 from testbed.errors import ConfigError
+from testbed.paths import ROOT
 
-VERSIONS_FILE = Path(__file__).resolve().parent.parent / "manifests" / "versions.toml"
+VERSIONS_FILE = ROOT / "manifests" / "versions.toml"
 
 ChecksumFormat = Literal["sha256sum", "bare", "github-release"]
 CHECKSUM_FORMATS: tuple[ChecksumFormat, ...] = ("sha256sum", "bare", "github-release")
@@ -171,7 +173,7 @@ def load_versions(path: Path | None = None) -> Versions:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read the version pins: {e.strerror}") from None
+        raise ConfigError(f"{path}: cannot read the version pins: {e.strerror}" + paths.hint()) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from testbed.errors import UsageError
 from testbed.meshes import ALL_MESHES
+from testbed.paths import ROOT
 
 #: The templates: the repository's `manifests/kind/`.
-KIND_DIR = Path(__file__).resolve().parent.parent.parent / "manifests" / "kind"
+KIND_DIR = ROOT / "manifests" / "kind"
 
 # kind's own rule for cluster names (kubernetes-sigs/kind v0.32.0, pkg/internal/apis/config/validate.go).
 _NAME_RE = re.compile(r"^[a-z0-9.-]+$")

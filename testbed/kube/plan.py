@@ -36,6 +36,7 @@ from testbed.errors import UsageError
 from testbed.kube import manifests as m
 from testbed.kube.kindconfig import kind_config
 from testbed.loadgen.config import LoadConfig
+from testbed.paths import ROOT
 from testbed.plan import Trial, load_argv
 from testbed.topology import Topology
 from testbed.versions import Versions
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from testbed.meshes.kube import KubeMesh
 
 #: The source checkout the image is built from (the Dockerfile copies testbed/ and scenarios/).
-SOURCE = Path(__file__).resolve().parent.parent.parent
+SOURCE = ROOT
 
 NAMESPACE = m.DEFAULT_NAMESPACE
 #: `kind create cluster --wait`: until the control plane node is Ready.
