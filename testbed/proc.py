@@ -1,9 +1,10 @@
 """The one place where external programs are run.
 
 `run()` is for commands that finish: it prints `+ cmd`, finds the program with `shutil.which`,
-always has a timeout and raises `CommandError` with the output. `spawn()` starts a long-running
-child in its own process group, and `stop()` ends it in stages (interrupt, terminate, kill), like
-nox's `popen.shutdown_process` and pyperf's `popen_killer`.
+always has a timeout and raises `CommandError` with the output; `stream()` does the same and shows
+each line of the command's stderr to a callback as it comes. `spawn()` starts a long-running child in
+its own process group, and `stop()` ends it in stages (interrupt, terminate, kill), like nox's
+`popen.shutdown_process` and pyperf's `popen_killer`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -74,6 +76,95 @@ def run(
             stdout=_text(e.stdout),
             stderr=_text(e.stderr),
         ) from None
+    if check and result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+        raise CommandError(
+            f"{shlex.join(argv)} exited with code {result.returncode}: {last[0]}",
+            argv=list(argv),
+            exit_code=result.returncode,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
+    return result
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str], None],
+    timeout: float = DEFAULT_TIMEOUT_S,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`run()`, but `on_line` sees each line of the command's stderr (without its newline) as it comes.
+
+    For a command that says on stderr when something happens (`testbed load`'s window marks) and prints
+    its result on stdout. stdout is read whole by a thread, so that neither pipe can fill up while
+    `on_line` works; the stderr lines are kept too. When the time is up the command is killed and
+    `CommandError` raised, as in `run()`; so it is when `on_line` raises (its exception goes on up).
+    """
+    _echo(argv)
+    resolved = _resolve(argv)
+    process = subprocess.Popen(
+        resolved,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    out: list[str] = []
+    err: list[str] = []
+    stdout, stderr = process.stdout, process.stderr
+    helpers = [threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)]
+    if input is not None:
+        stdin = process.stdin
+        assert stdin is not None
+
+        def feed() -> None:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.write(input)
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+        helpers.append(threading.Thread(target=feed, daemon=True))
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    for helper in helpers:
+        helper.start()
+    timer.start()
+    try:
+        for line in stderr:
+            err.append(line)
+            on_line(line.rstrip("\n"))
+        process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        timer.cancel()
+        for helper in helpers:
+            helper.join(timeout=10)
+        for pipe in (process.stdin, stdout, stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+    result = subprocess.CompletedProcess(list(argv), process.returncode, "".join(out), "".join(err))
+    if expired.is_set():
+        raise CommandError(
+            f"{shlex.join(argv)} did not finish within {timeout:g} s",
+            argv=list(argv),
+            exit_code=None,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
     if check and result.returncode != 0:
         last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
         raise CommandError(

@@ -135,7 +135,7 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     for c in summary["cells"]:
         for name, r in c["resources"].items():
-            if not r["processes"]:
+            if not r["processes"] and not r["vcpu"]:  # the kernel's rest on kind has CPU but no process
                 continue
             lines.append(
                 f"| {c['mesh']} | {c['rate']:g} | {name} | {r['processes']} | {r['vcpu']:.3f} | "

@@ -121,7 +121,7 @@ def _resources(summary: dict[str, Any]) -> str | None:
     cells = [c for c in summary["cells"] if c["resources"]]
     if not cells:
         return None
-    components = sorted({k for c in cells for k, v in c["resources"].items() if v["processes"]})
+    components = sorted({k for c in cells for k, v in c["resources"].items() if v["processes"] or v["vcpu"]})
     fig = go.Figure()
     labels = [f"{c['mesh']} {c['rate']:g} rps" for c in cells]
     for i, component in enumerate(components):
@@ -147,7 +147,7 @@ def _resources_table(summary: dict[str, Any]) -> str:
     for c in summary["cells"]:
         cost = c.get("resource_overhead")
         for name, r in c["resources"].items():
-            if not r["processes"]:
+            if not r["processes"] and not r["vcpu"]:  # the kernel's rest on kind has CPU but no process
                 continue
             rows.append(
                 [

@@ -61,13 +61,10 @@ class Sampler:
 
     def _sample(self) -> None:
         now = time.time()
-        host = psutil.cpu_times()
-        steal = float(getattr(host, "steal", 0.0))  # Linux only
+        host = psutil.cpu_times()._asdict()
         self._host_times.append(now)
-        # guest time is already inside user and nice (/proc/stat): the fields are named, not summed
-        busy = sum(float(getattr(host, name, 0.0)) for name in ("user", "nice", "system", "irq", "softirq"))
-        self._host_busy.append(busy)
-        self._host_steal.append(steal)
+        self._host_busy.append(busy_seconds(host))
+        self._host_steal.append(float(host.get("steal", 0.0)))  # Linux only
         for name, pids_of in self._components.items():
             series = self._series[name]
             rss_total = 0.0
@@ -100,13 +97,51 @@ class Sampler:
             }
         busy = _delta(self._host_times, self._host_busy, start_unix, end_unix)
         steal = _delta(self._host_times, self._host_steal, start_unix, end_unix)
-        cores = psutil.cpu_count() or 1
-        host = {
-            "cores": cores,
-            "busy_vcpu": round(busy / length, 4) if length > 0 else 0.0,
-            "steal_percent": round(100 * steal / (length * cores), 2) if length > 0 else 0.0,
-        }
+        host = host_figures(busy, steal, length, psutil.cpu_count() or 1)
         return {"window_s": round(length, 3), "source": "psutil", "components": out, "host": host}
+
+
+#: The fields of a `cpu` line of /proc/stat, in order (proc(5)); psutil's `cpu_times()` uses these names.
+PROC_STAT_FIELDS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
+#: The fields in which a CPU is busy. guest and guest_nice are already inside user and nice (the kernel
+#: adds guest time to both, kernel/sched/cputime.c account_guest_time), so they are not added again.
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")
+#: /proc/stat counts in USER_HZ ticks, 100 per second on every architecture kind runs on (the kernel's
+#: include/asm-generic/param.h, which x86 and arm64 use; psutil divides by `SC_CLK_TCK`, the same value).
+USER_HZ = 100
+
+
+def busy_seconds(times: Mapping[str, float]) -> float:
+    """The host's busy CPU seconds from its cumulative times by field name (psutil's or `proc_stat_cpu`'s)."""
+    return sum(float(times.get(name, 0.0)) for name in BUSY_FIELDS)
+
+
+def proc_stat_cpu(line: str, *, ticks_per_s: float = USER_HZ) -> dict[str, float]:
+    """Seconds by field name from a `cpu ...` line of /proc/stat (all CPUs, or one `cpuN`)."""
+    name, *values = line.split()
+    if not name.startswith("cpu") or not values or not all(v.isdigit() for v in values):
+        raise ValueError(f"not a cpu line of /proc/stat: {line.strip()[:120]!r}")
+    return {field: int(v) / ticks_per_s for field, v in zip(PROC_STAT_FIELDS, values, strict=False)}
+
+
+def host_figures(busy_s: float, steal_s: float, length_s: float, cores: int) -> dict[str, Any]:
+    """`{cores, busy_vcpu, steal_percent}` from the host's busy and steal CPU seconds over `length_s`."""
+    return {
+        "cores": cores,
+        "busy_vcpu": round(busy_s / length_s, 4) if length_s > 0 else 0.0,
+        "steal_percent": round(100 * steal_s / (length_s * cores), 2) if length_s > 0 else 0.0,
+    }
 
 
 def _with_children(pids: Sequence[int]) -> list[int]:

@@ -78,6 +78,7 @@ MESH_TYPES: dict[str, tuple[str, str]] = {
     "istio": ("ISTIO", "Istio, sidecar mode"),
     "istio-ambient": ("ISTIO", "Istio, ambient mode (ztunnel); SMP's Type does not tell the modes apart"),
     "linkerd": ("LINKERD", "Linkerd"),
+    "cilium-plain": ("CILIUM_SERVICE_MESH", "Cilium as the CNI without encryption: the baseline of `cilium`"),
     "cilium": ("CILIUM_SERVICE_MESH", "Cilium service mesh"),
 }
 

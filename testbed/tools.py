@@ -2,7 +2,8 @@
 
 Downloads go to `~/.cache/testbed/tools/<name>/<version>/` (or `$TESTBED_TOOLS_DIR`), each checked
 against the sha256 its vendor publishes before anything is kept. `python -m testbed.tools` (or
-`nox -s tools`) fills the cache; `tool_path()` finds a CLI there first, then on PATH.
+`nox -s tools`) fills the cache; `tool_path()` finds a CLI there first, then on PATH. Linkerd's digest
+comes from GitHub's API, which gets `$GITHUB_TOKEN` when it is set (and nothing else does).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.versions import ARCHES, Tool, Versions, load_versions
 
 ENV_DIR = "TESTBED_TOOLS_DIR"
+#: A GitHub token, sent to GitHub's API only (the `github-release` checksum lookup): without one, GitHub
+#: allows 60 API requests an hour per IP, which the shared IPs of CI runners exhaust. Never printed.
+TOKEN_ENV = "GITHUB_TOKEN"  # noqa: S105 -- the variable's name, not a secret
+#: Where the token goes, as (scheme, host): GitHub's REST API over TLS. Not a mirror (`--mirror`).
+GITHUB_API_ORIGINS = frozenset({("https", "api.github.com")})
 MARKER = ".verified"
 #: Per connect and per read: a stalled mirror fails instead of hanging the run.
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -237,35 +243,59 @@ def _rebase(url: str, base: str | None) -> str:
     )
 
 
-def _open(url: str, *, timeout: float, accept: str | None = None) -> IO[bytes]:
+def _github_authorization(url: str) -> str | None:
+    """`Bearer $GITHUB_TOKEN` for an https request to GitHub's API when the variable is set, else None."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    parts = urllib.parse.urlsplit(url)
+    if not token or (parts.scheme, parts.hostname) not in GITHUB_API_ORIGINS:
+        return None
+    # GitHub's REST docs ("Authenticating to the REST API"): `Authorization: Bearer TOKEN`.
+    return f"Bearer {token}"
+
+
+def _open(
+    url: str, *, timeout: float, accept: str | None = None, authorization: str | None = None
+) -> IO[bytes]:
     """The one network seam (tests replace it to refuse anything but loopback)."""
     if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
         raise UsageError(f"refusing to download {url}: only http(s) URLs")
     headers = {"User-Agent": f"testbed/{__version__}"}  # GitHub's API refuses requests without one
     if accept is not None:
         headers["Accept"] = accept
+    if authorization is not None:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 -- the scheme is checked above
     response: IO[bytes] = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 -- same
     return response
 
 
-def _network_error(tool: Tool, url: str, error: Exception) -> TestbedError:
+def _network_error(tool: Tool, url: str, error: Exception, *, hint: str = "") -> TestbedError:
     if isinstance(error, urllib.error.HTTPError):
         error.close()  # it holds the response open
     reason = getattr(error, "reason", None) or error
     return TestbedError(
-        f"{tool.name} {tool.version}: could not download {url}: {reason}; check the network "
+        f"{tool.name} {tool.version}: could not download {url}: {reason}; {hint}check the network "
         f"(or install {tool.name} yourself and put it on PATH)"
     )
 
 
 def _fetch_text(url: str, *, tool: Tool, timeout: float) -> str:
-    accept = "application/vnd.github+json" if tool.checksum_format == "github-release" else None
+    github = tool.checksum_format == "github-release"
+    accept = "application/vnd.github+json" if github else None
+    # Only the API lookup of the checksum, never the download, and only if GitHub's API is the host.
+    authorization = _github_authorization(url) if github else None
     try:
-        with _open(url, timeout=timeout, accept=accept) as response:
+        with _open(url, timeout=timeout, accept=accept, authorization=authorization) as response:
             data = response.read(_CHECKSUM_FILE_LIMIT + 1)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise _network_error(tool, url, e) from None
+        # GitHub's REST docs ("Rate limits for the REST API"): past the limit, a 403 or a 429.
+        limited = isinstance(e, urllib.error.HTTPError) and e.code in (403, 429)
+        hint = (
+            f"GitHub's API allows 60 requests an hour per IP without a token: set {TOKEN_ENV}; "
+            if github and limited and not os.environ.get(TOKEN_ENV, "").strip()
+            else ""
+        )
+        raise _network_error(tool, url, e, hint=hint) from None
     if len(data) > _CHECKSUM_FILE_LIMIT:
         raise TestbedError(f"{tool.name} {tool.version}: {url} is too large for a checksum file")
     return data.decode("utf-8", errors="replace")

@@ -107,6 +107,39 @@ class Topology:
         return 1 + depth(self.entry)
 
 
+def call_depths(topology: Topology) -> dict[str, int]:
+    """Each service's depth: how many calls it is from the entry (the entry's is 0), by the shortest path.
+
+    Kubernetes places a service by the parity of its depth (testbed/kube/manifests.py), so that every
+    call crosses nodes; a service reached at an even and at an odd depth could not be placed that way,
+    so it is refused with a ConfigError naming it and both paths.
+    """
+    # Per service, the shortest path from the entry of each depth parity (0 even, 1 odd), callers first.
+    paths: dict[str, dict[int, tuple[str, ...]]] = {topology.entry: {0: (topology.entry,)}}
+    for service in reversed(topology.startup_order()):  # callers before callees
+        for parity, path in sorted(paths.get(service.name, {}).items()):
+            for callee in service.calls:
+                found = paths.setdefault(callee, {})
+                longer = (*path, callee)
+                kept = found.get(1 - parity)
+                if kept is None or len(longer) < len(kept):
+                    found[1 - parity] = longer
+    depths: dict[str, int] = {}
+    for service in topology.startup_order():
+        found = paths[service.name]
+        if len(found) > 1:
+            short, long = sorted(found.values(), key=len)
+            raise ConfigError(
+                f"{_display(topology.source)}: services.{service.name}: reached at depth {len(short) - 1} "
+                f"({' -> '.join(short)}) and at depth {len(long) - 1} ({' -> '.join(long)}): on Kubernetes "
+                "a service runs on one of two app workers by the parity of its depth, so that every call "
+                "crosses nodes; call it from callers of one parity only"
+            )
+        (path,) = found.values()
+        depths[service.name] = len(path) - 1
+    return depths
+
+
 # The keys a [services.NAME] table may have; the defaults live on `Service`.
 _SERVICE_KEYS = ("payload_bytes", "work_us", "work", "calls", "call_mode", "call_timeout_ms")
 

@@ -8,6 +8,8 @@ Every container and image a test creates is removed at its end.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import struct
 import tarfile
@@ -20,7 +22,7 @@ import pytest
 
 from testbed import proc
 from testbed.errors import CommandError, TestbedError
-from testbed.kube import docker
+from testbed.kube import docker, metrics
 
 SKIP_NO_DAEMON = "no Docker daemon: run .ci/start-dockerd"
 PT_INTERP = 3  # the ELF program header of a dynamically linked executable
@@ -154,6 +156,36 @@ def test_save_image(base_image: str, tmp_path: Path) -> None:
         assert "manifest.json" in tar.getnames()
 
 
+def test_save_images_for_one_platform_when_the_daemon_can(base_image: str, tmp_path: Path) -> None:
+    """`--platform` exactly when the negotiated API is 1.48 or later (docker/cli v28.0.0 save.go)."""
+    platform = f"linux/{proc.run(['docker', 'version', '--format', '{{.Server.Arch}}']).stdout.strip()}"
+    path = tmp_path / "images.tar"
+    argv = docker.save_images([base_image], path, platform=platform)
+    with_platform = docker.api_version() >= docker.PLATFORM_SAVE_API
+    assert ("--platform" in argv) == with_platform
+    if with_platform:
+        assert argv[argv.index("--platform") + 1] == platform
+    with tarfile.open(path) as tar:
+        assert "manifest.json" in tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert [entry["RepoTags"] for entry in manifest] == [[base_image]]
+
+
+def test_api_version_is_what_the_cli_negotiated(daemon: None) -> None:
+    out = proc.run(["docker", "version", "--format", "{{.Client.APIVersion}}"]).stdout.strip()
+    assert docker.api_version() == tuple(int(n) for n in out.split("."))
+    assert docker.api_version() >= (1, 12)
+
+
+def test_remove_images_removes_every_name_and_passes_over_absent_ones(base_image: str) -> None:
+    first, second = unique("testbed-test-rm") + ":a", unique("testbed-test-rm") + ":b"
+    for name in (first, second):
+        proc.run(["docker", "image", "tag", base_image, name])
+    docker.remove_images([first, second, unique("testbed-test-absent") + ":nope"])
+    assert not docker.image_exists(first) and not docker.image_exists(second)
+    assert docker.image_exists(base_image)  # other names of the same image stay
+
+
 @contextlib.contextmanager
 def node_like(image: str) -> Iterator[str]:
     """A container whose /sys/fs/cgroup is its own cgroup v2, as in a kind node on a cgroup v2 host.
@@ -247,3 +279,85 @@ def test_each_call_echoes_its_docker_command_unless_quiet(
     monkeypatch.setattr(proc, "ECHO", False)
     assert docker.image_exists(base_image)
     assert capfd.readouterr().err == ""
+
+
+# --- the cgroups of a kind node, read at a window's edge (issue 10, item 7) -----------------------------
+
+#: What `testbed.kube.metrics.NODE_READ` runs, as busybox applets (a kind node has Debian's own).
+NODE_TOOLS = ("date", "grep", "find", "awk")
+#: GNU `date +%s.%N` (kind's node image is Debian's): busybox's date has no %N and its shell runs its own
+#: applet whatever PATH says, so in the test the read's first command prints the kernel's wall clock from
+#: adjtimex(2) instead, to the microsecond; the rest of the read runs as it is.
+GNU_DATE = "date +%s.%N"
+BUSYBOX_DATE = (
+    "busybox adjtimex | awk '/time.tv_sec/ {s = $2} /time.tv_usec/ {u = $2} "
+    'END {printf "%d.%06d\\n", s, u}\''
+)
+
+
+def node_read_here() -> str:
+    assert metrics.NODE_READ.startswith(GNU_DATE + "; ")
+    return BUSYBOX_DATE + metrics.NODE_READ[len(GNU_DATE) :]
+
+
+@pytest.fixture(scope="module")
+def node_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The busybox image with the commands that the node read runs."""
+    context = tmp_path_factory.mktemp("node-image")
+    links = " && ".join(f"busybox ln -s busybox /bin/{tool}" for tool in NODE_TOOLS)
+    (context / "Dockerfile").write_text(f"FROM {base_image}\nRUN {links}\n")
+    tag = unique("testbed-test-node") + ":1"
+    docker.build_image(context, tag)
+    try:
+        yield tag
+    finally:
+        proc.run(["docker", "image", "rm", "--force", tag])
+
+
+def node_cgroup(name: str) -> Path:
+    """The cgroup v2 directory that is /sys/fs/cgroup inside a `node_like` container, seen from here."""
+    mounts = proc.run(["docker", "inspect", "--format", "{{json .Mounts}}", name]).stdout
+    for mount in json.loads(mounts):
+        if mount["Destination"] == "/sys/fs/cgroup":
+            return Path(mount["Source"])
+    pytest.skip("the daemon uses cgroup v2: a pod's scope cannot be made inside the node from here")
+
+
+def test_a_node_read_sees_a_pod_containers_cpu_in_its_systemd_scope(node_image: str) -> None:
+    """A cgroup laid out as kind's kubelet and containerd make it, with work in it, read as kind is."""
+    cid = uuid.uuid4().hex * 2  # 64 hex digits, like a containerd id
+    pod = "kubelet-kubepods-besteffort-pod0d6c6c35_4bb1_4c83_9a0e_5b3c1e1f4a11.slice"
+    with node_like(node_image) as name:
+        scope = (
+            node_cgroup(name)
+            / "kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice"
+            / pod
+            / f"cri-containerd-{cid}.scope"
+        )
+        scope.mkdir(parents=True)
+        try:
+            first = metrics.parse_node_read(docker.run_in_nodes([name], node_read_here())[name], node=name)
+            # A process here in the scope burns about a second of CPU (a host process: the cgroup is what
+            # counts, and the node read sees it under the node's own cgroup as a kind node does).
+            proc.run(["sh", "-c", f"echo $$ > {scope / 'cgroup.procs'} && exec sh -c '{BURN}'"], timeout=60)
+            second = metrics.parse_node_read(docker.run_in_nodes([name], node_read_here())[name], node=name)
+        finally:
+            for directory in [scope, *scope.parents][:5]:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+    assert set(first.containers) == set(second.containers) == {cid}
+    used = second.containers[cid].cpu_seconds - first.containers[cid].cpu_seconds
+    assert used > 0.2
+    assert second.node.cpu_seconds - first.node.cpu_seconds >= used  # the node's cgroup holds the scope's
+    assert 0 < second.at_unix - first.at_unix < 60 and abs(second.at_unix - time.time()) < 30
+    assert second.host["user"] + second.host["system"] > first.host["user"] + first.host["system"]
+    assert second.cores == os.cpu_count()
+
+
+def test_run_in_nodes_reads_every_node_at_once(base_image: str) -> None:
+    with running(base_image) as one, running(base_image) as two:
+        started = time.monotonic()
+        out = docker.run_in_nodes([one, two], "sleep 1; echo $HOSTNAME")
+        elapsed = time.monotonic() - started
+    assert set(out) == {one, two}
+    assert elapsed < 1.9  # in parallel: two one-second reads in about one second

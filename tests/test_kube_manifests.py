@@ -1,4 +1,4 @@
-"""What the kind platform applies: valid for Kubernetes 1.35, wired together, placed across two workers."""
+"""What the kind platform applies: valid for Kubernetes 1.35, wired together, every call across nodes."""
 
 from __future__ import annotations
 
@@ -19,17 +19,23 @@ import yaml
 
 from testbed.errors import ConfigError, UsageError
 from testbed.kube import kindconfig
+from testbed.kube import plan as kp
 from testbed.kube.manifests import (
     APP_PORT,
-    APPS_ROLE,
+    APPS_A_ROLE,
+    APPS_B_ROLE,
+    APPS_POOL,
     DEFAULT_MASTER_PORT,
     HEALTH_PATH,
     IMAGE_TOPOLOGIES_DIR,
     LOADGEN_NAME,
     LOADGEN_ROLE,
+    POOL_LABEL,
     ROLE_LABEL,
     RUN_AS_USER,
+    SHARED_NODE_SELECTOR,
     Resources,
+    call_edges,
     loadgen_workers,
     manifests,
     service_url,
@@ -385,7 +391,7 @@ def test_the_dockerfile_puts_the_topologies_where_the_commands_look() -> None:
     assert {"results/", ".venv/", ".nox/", ".git/"} <= set(ignored)
 
 
-# --- placement: apps and load generator on different workers ---------------------------------------
+# --- placement: every call crosses nodes ------------------------------------------------------------
 
 
 def kind_nodes(mesh: str) -> list[dict[str, Any]]:
@@ -397,22 +403,72 @@ def kind_nodes(mesh: str) -> list[dict[str, Any]]:
     return nodes
 
 
+def node_of(nodes: Sequence[Mapping[str, Any]], deployment: Obj) -> int:
+    """The one node of the kind configuration whose labels the Deployment's nodeSelector matches."""
+    selector = pod_spec(deployment)["nodeSelector"].items()
+    matches = [i for i, n in enumerate(nodes) if selector <= n.get("labels", {}).items()]
+    assert len(matches) == 1, (deployment["metadata"]["name"], matches)
+    return matches[0]
+
+
 @pytest.mark.parametrize("mesh", [m for m in ALL_MESHES if m != "envoy"])
-def test_apps_and_load_generator_land_on_the_two_different_workers(mesh: str) -> None:
+def test_three_workers_two_for_the_apps_one_for_the_load_generator(mesh: str) -> None:
     nodes = kind_nodes(mesh)
-    assert [n["role"] for n in nodes] == ["control-plane", "worker", "worker"]
+    assert [n["role"] for n in nodes] == ["control-plane", "worker", "worker", "worker"]
     assert "labels" not in nodes[0]
     workers = [n["labels"] for n in nodes[1:]]
-    assert workers == [{ROLE_LABEL: APPS_ROLE}, {ROLE_LABEL: LOADGEN_ROLE}]
+    assert workers == [
+        {ROLE_LABEL: APPS_A_ROLE, POOL_LABEL: APPS_POOL},
+        {ROLE_LABEL: APPS_B_ROLE, POOL_LABEL: APPS_POOL},
+        {ROLE_LABEL: LOADGEN_ROLE},
+    ]
+    # Shared proxies and control planes land on the app workers, never on the load generator's.
+    pool = [i for i, n in enumerate(nodes) if SHARED_NODE_SELECTOR.items() <= n.get("labels", {}).items()]
+    assert pool == [1, 2]
+    # The plan scrapes and lists one node container per configured node, named as kind names them.
+    assert kp.kind_nodes("testbed") == (
+        "testbed-control-plane",
+        "testbed-worker",
+        "testbed-worker2",
+        "testbed-worker3",
+    )
 
-    def nodes_for(deployment: Obj) -> list[int]:
-        selector = pod_spec(deployment)["nodeSelector"].items()
-        return [i for i, n in enumerate(nodes) if selector <= n.get("labels", {}).items()]
 
+@pytest.mark.parametrize("mesh", [m for m in ALL_MESHES if m != "envoy"])
+def test_shop_is_placed_by_call_depth_and_every_call_crosses_nodes(mesh: str) -> None:
+    nodes = kind_nodes(mesh)
     deployments = of_kind(everything(load_topology("shop")), "Deployment")
-    for name, deployment in deployments.items():
-        expected = [2] if name in (LOADGEN_NAME, "loadgen-worker") else [1]
-        assert nodes_for(deployment) == expected, name
+    placed = {name: node_of(nodes, d) for name, d in deployments.items()}
+    # frontend is at depth 0, catalog and pricing at 1, inventory at 2 (frontend -> catalog -> inventory).
+    assert placed == {
+        "frontend": 1,
+        "catalog": 2,
+        "pricing": 2,
+        "inventory": 1,
+        LOADGEN_NAME: 3,
+        "loadgen-worker": 3,
+    }
+    edges = call_edges(load_topology("shop"))
+    assert edges == (
+        (LOADGEN_NAME, "frontend"),
+        ("frontend", "catalog"),
+        ("frontend", "pricing"),
+        ("catalog", "inventory"),
+    )
+    for caller, callee in edges:
+        assert placed[caller] != placed[callee], (caller, callee)
+
+
+def test_a_service_at_depths_of_both_parities_is_refused(tmp_path: Path) -> None:
+    # a -> b -> c and a -> c: c is at depth 1 and 2, so no placement by parity keeps both calls off-node.
+    path = tmp_path / "diamond.toml"
+    path.write_text(
+        'name = "diamond"\nentry = "a"\n[services.a]\ncalls = ["b", "c"]\n'
+        '[services.b]\ncalls = ["c"]\n[services.c]\n'
+    )
+    topology = load_topology(path)  # a valid topology: the local platform runs it
+    with pytest.raises(ConfigError, match=r"services\.c: reached at depth 1 \(a -> c\) and at depth 2"):
+        manifests(topology, image=IMAGE)
 
 
 def test_the_cilium_cluster_has_no_default_cni_and_no_kube_proxy() -> None:

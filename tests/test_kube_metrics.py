@@ -8,21 +8,36 @@ labels, `[STABLE]` markers, order, Go's `%g` numbers, millisecond timestamps; se
 from __future__ import annotations
 
 import functools
+import json
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psutil
 import pytest
 
 from testbed.errors import TestbedError
 from testbed.kube.metrics import (
+    CGROUP_SOURCE,
     COMPONENTS,
+    KERNEL,
+    MEMORY_SOURCE,
+    NODE_OVERHEAD,
+    NODE_READ,
+    Key,
+    NodeRead,
     Usage,
+    cgroup_window,
     component,
+    container_ids,
     node_usage,
     parse,
+    parse_node_read,
     snapshot,
     window,
     workload,
 )
+from testbed.resources import busy_seconds, proc_stat_cpu
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kubelet-metrics-resource.txt"
 
@@ -269,3 +284,262 @@ def test_a_container_series_without_timestamp_is_refused() -> None:
     text = 'container_cpu_usage_seconds_total{container="a",namespace="n",pod="p"} 1\n'
     with pytest.raises(TestbedError, match="has no timestamp"):
         snapshot(text)
+
+
+# --- kind: the cgroups read inside each node at the window's edges (issue 10, items 7 and 8) -------------
+
+NODE_READS = Path(__file__).parent / "fixtures" / "kind-node-reads"
+CLUSTER_NODES = (
+    "testbed-none-control-plane",
+    "testbed-none-worker",
+    "testbed-none-worker2",
+    "testbed-none-worker3",
+)
+_USAGE_LINE = re.compile(r"^(?P<dir>[^:]*?)/?cpu\.stat:usage_usec (?P<value>\d+)$", re.MULTILINE)
+
+
+def node_read_text(node: str) -> str:
+    return (NODE_READS / f"{node}.txt").read_text()
+
+
+def advance_read(
+    text: str,
+    seconds: float,
+    rate: Callable[[str], float],
+    *,
+    overhead_vcpu: float = 0.05,
+    host_busy_vcpu: float = 0.0,
+    late_s: float = 0.0,
+) -> str:
+    """What the same node read prints `seconds` of work later (`late_s` more on its clock, idle).
+
+    Each container's `usage_usec` grows by `rate(container id)` per second, the node's own by its
+    containers' and `overhead_vcpu` more; the host's /proc/stat `system` field (USER_HZ ticks) by
+    `host_busy_vcpu`, and its `idle` by the rest of its cores.
+    """
+    lines = text.splitlines()
+    at = float(lines[0]) + seconds + late_s
+    in_containers = 0.0
+    for match in _USAGE_LINE.finditer(text):
+        scope = re.search(r"cri-containerd-([0-9a-f]+)\.scope$", match["dir"])
+        if scope is not None:
+            in_containers += rate(scope[1])
+    out = [f"{at:.9f}"]
+    for line in lines[1:]:
+        node_vcpu = in_containers + overhead_vcpu
+        out.append(
+            _advance_line(line, lines, seconds=seconds, rate=rate, node_vcpu=node_vcpu, busy=host_busy_vcpu)
+        )
+    return "\n".join(out) + "\n"
+
+
+def _advance_line(
+    line: str,
+    lines: list[str],
+    *,
+    seconds: float,
+    rate: Callable[[str], float],
+    node_vcpu: float,
+    busy: float,
+) -> str:
+    path, _, content = line.partition(":")
+    if path == "/proc/stat" and content.startswith("cpu "):
+        name, *values = content.split()
+        cores = sum(1 for other in lines if other.startswith("/proc/stat:cpu") and other[14:15].isdigit())
+        ticks = [int(v) for v in values]
+        ticks[2] += round(busy * seconds * 100)
+        ticks[3] += round((cores - busy) * seconds * 100)
+        return f"{path}:{name}  {' '.join(map(str, ticks))}"
+    if content.startswith("usage_usec "):
+        scope = re.search(r"cri-containerd-([0-9a-f]+)\.scope/cpu\.stat$", path)
+        per_s = rate(scope[1]) if scope is not None else node_vcpu
+        return f"{path}:usage_usec {int(content.split()[1]) + round(per_s * seconds * 1e6)}"
+    return line
+
+
+def test_a_node_read_parses_into_its_cgroups_and_the_hosts_cpu() -> None:
+    read = parse_node_read(node_read_text("testbed-none-worker"), node="testbed-none-worker")
+    assert read.at_unix == 1764763212.259901662
+    assert read.node == Usage(
+        cpu_seconds=290.113408, memory_bytes=611_254_272 - 180_355_072, timestamp_s=read.at_unix
+    )
+    # frontend and inventory (app), kindnet, kube-proxy: four containers and their four pause sandboxes.
+    assert len(read.containers) == 8
+    frontend = read.containers["dcde224bd079f2d1f8b9759f7722cfac6fd4b12026c31626a521cfbc1997470e"]
+    assert frontend.cpu_seconds == 18.734125
+    assert frontend.memory_bytes == 47_194_112 - 1_323_008  # the working set: inactive_file left out
+    assert read.host["user"] == 42138.77 and read.host["steal"] == 412.33 and read.cores == 4
+    assert read.has_memory
+
+
+def test_the_node_read_script_reads_what_the_parser_knows() -> None:
+    script = NODE_READ
+    assert script.startswith("date +%s.%N; ")
+    for needed in ("/proc/stat", "/sys/fs/cgroup", "kubelet.slice", "cri-containerd-*.scope", "grep -s -H"):
+        assert needed in script
+    assert "'" not in script  # shown in the dry run as one quoted word
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "printed nothing"),
+        ("1764763212.%N\n", r"did not start with the time \(`date \+%s\.%N`\)"),
+        ("1764763212.25\n/proc/stat:cpu  1 2 3 4 5 6 7 8 0 0\n", "its Docker host uses cgroup v1"),
+        ("1764763212.25\ncpu.stat:usage_usec 12\n", "/proc/stat has no `cpu` line"),
+        ("1764763212.25\ncpu.stat:usage_usec twelve\n", "not a number in cpu.stat"),
+        ("1764763212.25\nno colon here\n", "unexpected line"),
+    ],
+)
+def test_a_node_read_that_is_not_a_kind_node_on_cgroup_v2_is_a_clear_error(text: str, message: str) -> None:
+    with pytest.raises(TestbedError, match=message):
+        parse_node_read(text, node="n")
+
+
+def test_container_ids_name_every_container_and_a_restarted_ones_previous_id() -> None:
+    ids = container_ids((NODE_READS / "pods.json").read_text())
+    assert len(ids) == 20  # 12 pods with one container each, and a kindnet and a kube-proxy on 4 nodes
+    frontend = ids["dcde224bd079f2d1f8b9759f7722cfac6fd4b12026c31626a521cfbc1997470e"]
+    assert frontend[0] == "testbed" and frontend[1].startswith("frontend-") and frontend[2] == "app"
+    restarted = {
+        "items": [
+            {
+                "metadata": {"namespace": "testbed", "name": "catalog-5f6c7d9b8c-q8wzt"},
+                "status": {
+                    "initContainerStatuses": [{"name": "init", "containerID": "containerd://aa01"}],
+                    "containerStatuses": [
+                        {
+                            "name": "app",
+                            "containerID": "containerd://bb02",
+                            "lastState": {
+                                "terminated": {"containerID": "containerd://bb01", "exitCode": 137}
+                            },
+                        },
+                        {"name": "waiting", "state": {"waiting": {"reason": "ContainerCreating"}}},
+                        {"name": "other-runtime", "containerID": "docker://cc01"},
+                    ],
+                },
+            }
+        ]
+    }
+    assert container_ids(json.dumps(restarted)) == {
+        "aa01": ("testbed", "catalog-5f6c7d9b8c-q8wzt", "init"),
+        "bb01": ("testbed", "catalog-5f6c7d9b8c-q8wzt", "app"),
+        "bb02": ("testbed", "catalog-5f6c7d9b8c-q8wzt", "app"),
+    }
+    with pytest.raises(TestbedError, match="did not print JSON"):
+        container_ids("error: the server doesn't have a resource type")
+
+
+def cluster_reads(
+    seconds: float, rates: Mapping[str, float], host_busy_vcpu: float, delay_s: float = 0.0
+) -> tuple[dict[str, NodeRead], dict[str, NodeRead], dict[str, Key]]:
+    ids = container_ids((NODE_READS / "pods.json").read_text())
+
+    def rate(cid: str) -> float:
+        key = ids.get(cid)
+        return rates.get(key[2], 0.01) if key is not None else 0.0  # sandboxes idle
+
+    before, after = {}, {}
+    for node in CLUSTER_NODES:
+        text = node_read_text(node)
+        before[node] = parse_node_read(text, node=node)
+        later = advance_read(
+            text, seconds, rate, overhead_vcpu=0.05, host_busy_vcpu=host_busy_vcpu, late_s=delay_s
+        )
+        after[node] = parse_node_read(later, node=node)
+    return before, after, ids
+
+
+def test_cgroup_window_adds_up_to_the_hosts_busy_cpu() -> None:
+    """Components from the containers, the nodes' overhead, and the kernel's rest: host busy in all."""
+    before, after, ids = cluster_reads(10.0, {"app": 0.25, "loadgen": 0.8}, host_busy_vcpu=2.5)
+    start = min(r.at_unix for r in before.values()) - 0.05
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 10.0))
+    assert result["source"] == CGROUP_SOURCE and result["memory_source"] == MEMORY_SOURCE
+    assert result["window_s"] == 10.0
+    components = result["components"]
+    assert list(components) == [*COMPONENTS, NODE_OVERHEAD, KERNEL]
+    assert components["app"]["processes"] == 4
+    assert components["app"]["vcpu"] == 1.0 and components["app"]["cpu_seconds"] == 10.0
+    assert components["app"]["peak_rss_mb"] == round(
+        (47_194_112 + 44_642_304 + 45_162_496 + 44_859_392 - 4 * 1_323_008) / 2**20, 1
+    )
+    assert components["loadgen"]["vcpu"] == 0.8
+    # 7 kube-system and local-path containers on the control plane, kindnet and kube-proxy on each node.
+    assert components["kubernetes"] == {**components["kubernetes"], "processes": 15, "vcpu": 0.15}
+    # Each node container's CPU beyond its pods' containers: 0.05 vCPU per node.
+    assert components[NODE_OVERHEAD]["vcpu"] == 0.2 and components[NODE_OVERHEAD]["processes"] == 4
+    in_nodes = 1.0 + 0.8 + 0.15 + 0.2
+    assert components[KERNEL]["vcpu"] == pytest.approx(2.5 - in_nodes, abs=1e-4)
+    assert components[KERNEL]["processes"] == 0
+    total = sum(c["vcpu"] for c in components.values())
+    assert (
+        total == pytest.approx(result["host"]["busy_vcpu"], abs=1e-3) and result["host"]["busy_vcpu"] == 2.5
+    )
+    assert result["host"]["cores"] == 4 and result["host"]["steal_percent"] == 0.0
+    worker = result["nodes"]["testbed-none-worker"]
+    assert (
+        worker["vcpu"] == pytest.approx(0.5 + 0.02 + 0.05)
+        and worker["source"] == "kind node container (cgroup cpu.stat)"
+    )
+    assert worker["memory_mb"] == round((611_254_272 - 180_355_072) / 2**20, 1)
+    assert result["unmatched_cgroups"] == 20  # every pod's pause sandbox: in the node overhead
+    assert result["reads"]["window_unix"] == [round(start, 3), round(start + 10.0, 3)]
+    assert result["reads"]["start_offset_s"] == [0.05, 0.055]
+    assert result["warnings"] == []
+
+
+def test_a_read_far_from_its_edge_is_warned_about() -> None:
+    before, after, ids = cluster_reads(10.0, {}, host_busy_vcpu=1.0, delay_s=1.5)
+    start = min(r.at_unix for r in before.values())
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 10.0))
+    assert result["reads"]["end_offset_s"][1] == pytest.approx(1.505, abs=1e-3)
+    assert any("read +1.50 s from the window's end" in w for w in result["warnings"]), result["warnings"]
+    # The rates are taken over the reads' own interval, 11.5 s: 0.01 vCPU per idle container still.
+    assert result["components"]["app"]["vcpu"] == pytest.approx(4 * 0.01 * 10 / 11.5, abs=1e-4)
+
+
+def test_the_kernel_remainder_is_what_the_nodes_do_not_hold() -> None:
+    """Host busy 3 vCPU, nodes 0.65: the kernel and everything outside the nodes is 2.35 vCPU."""
+    before, after, ids = cluster_reads(5.0, {}, host_busy_vcpu=3.0)
+    start = min(r.at_unix for r in before.values())
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 5.0))
+    nodes = sum(n["vcpu"] for n in result["nodes"].values())
+    assert nodes == pytest.approx(20 * 0.01 + 4 * 0.05, abs=1e-3)
+    assert result["components"][KERNEL]["vcpu"] == pytest.approx(3.0 - nodes, abs=1e-3)
+    assert result["components"][KERNEL]["cpu_seconds"] == pytest.approx((3.0 - nodes) * 5.0, abs=1e-2)
+
+
+def test_a_node_without_memory_controller_says_so() -> None:
+    text = "\n".join(
+        line for line in node_read_text("testbed-none-worker").splitlines() if "memory." not in line
+    )
+    read = parse_node_read(text, node="w")
+    assert not read.has_memory and read.node.memory_bytes == 0.0
+    result = cgroup_window({"w": read}, {"w": read}, {}, window_unix=(read.at_unix, read.at_unix))
+    assert result["memory_source"].startswith("none:")
+    assert result["nodes"]["w"]["memory_mb"] is None
+
+
+def test_cgroup_window_needs_a_node_read_at_both_edges() -> None:
+    read = parse_node_read(node_read_text("testbed-none-worker"), node="a")
+    with pytest.raises(TestbedError, match="no kind node was read at both edges"):
+        cgroup_window({"a": read}, {"b": read}, {}, window_unix=(0.0, 1.0))
+
+
+def test_proc_stat_cpu_reads_the_hosts_line_as_psutil_does() -> None:
+    """The busy time a kind node's /proc/stat gives, against psutil's own reading of this host's."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        pytest.skip("no /proc/stat: not Linux")
+    line = next(line for line in stat.read_text().splitlines() if line.startswith("cpu "))
+    ours = proc_stat_cpu(line)
+    theirs = psutil.cpu_times()._asdict()
+    assert set(ours) >= {"user", "system", "idle", "steal", "guest"}
+    for name in ("user", "system", "idle"):
+        assert ours[name] == pytest.approx(theirs[name], abs=2.0)  # read a moment apart
+    assert busy_seconds(ours) == pytest.approx(busy_seconds(theirs), abs=4.0)
+    assert busy_seconds({"user": 5.0, "nice": 1.0, "guest": 3.0, "idle": 100.0, "softirq": 0.5}) == 6.5
+    with pytest.raises(ValueError, match="not a cpu line"):
+        proc_stat_cpu("intr 12 0 0")

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorit
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from testbed.errors import UsageError
-from testbed.kube.manifests import namespace_object
+from testbed.kube.manifests import APP_PORT, HEALTH_PATH, namespace_object
 from testbed.meshes import ALL_MESHES
 from testbed.meshes.kube_resources import (
     ISTIO_ROOT_NAMESPACE,
@@ -525,8 +525,13 @@ EXPECTED_NAMESPACE = {
     "istio-ambient": ({"istio.io/dataplane-mode": "ambient"}, {}),
     "linkerd": (
         {},
-        {"linkerd.io/inject": "enabled", "config.linkerd.io/default-inbound-policy": "all-authenticated"},
+        {
+            "linkerd.io/inject": "enabled",
+            "config.linkerd.io/default-inbound-policy": "all-unauthenticated",
+            "config.linkerd.io/proxy-require-identity-inbound-ports": "8080",
+        },
     ),
+    "cilium-plain": ({}, {}),
     "cilium": ({}, {}),
 }
 
@@ -558,6 +563,75 @@ def test_linkerd_policy_is_one_linkerd_accepts() -> None:
     valid |= {"deny", "audit"}
     _, annotations = namespace_metadata("linkerd")
     assert annotations["config.linkerd.io/default-inbound-policy"] in valid
+
+
+# The proxy's admin port (charts/linkerd-control-plane/values.yaml proxy.ports.admin at edge-26.8.3).
+LINKERD_ADMIN_PORT = 4191
+# defaults.rs DefaultPolicy::from_str: the Allow policies as (authenticated_only, cluster_only).
+LINKERD_ALLOW = {
+    "all-authenticated": (True, False),
+    "all-unauthenticated": (False, False),
+    "cluster-authenticated": (True, True),
+    "cluster-unauthenticated": (False, True),
+}
+
+
+def linkerd_port_policy(
+    pod_annotations: Mapping[str, str],
+    port: int,
+    *,
+    path: str = "/",
+    probe_paths: frozenset[str] = frozenset(),
+) -> tuple[str, bool]:
+    """The default policy Linkerd's policy controller gives a pod's port, and whether a plaintext GET of
+    `path` passes it: (policy name, admitted without a mesh identity).
+
+    A model of linkerd/linkerd2 edge-26.8.3 policy-controller/k8s/index/src: inbound/workload.rs
+    Settings::from_metadata (the pod's annotations), ports.rs parse_portset, inbound/index.rs
+    default_inbound_server (`require_id_ports` sets authenticated_only) and default_inbound_http_routes
+    (the probe paths: unauthenticated from probeNetworks, 0.0.0.0/0 by default), defaults.rs
+    default_client_authz (authenticated_only: TlsAuthenticated). The cluster's default is the chart's
+    proxy.defaultInboundPolicy, all-unauthenticated; cluster networks are not modelled (all in-cluster).
+    """
+    policy = pod_annotations.get("config.linkerd.io/default-inbound-policy", "all-unauthenticated")
+    spec = pod_annotations.get("config.linkerd.io/proxy-require-identity-inbound-ports", "")
+    required: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        if low:
+            required.update(range(int(low), int(high or low) + 1))
+    if policy not in LINKERD_ALLOW:
+        return policy, policy == "audit"  # deny: nothing but explicit authorizations; audit: all
+    authenticated_only, cluster_only = LINKERD_ALLOW[policy]
+    if port in required:
+        authenticated_only = True
+    name = next(k for k, v in LINKERD_ALLOW.items() if v == (authenticated_only, cluster_only))
+    return name, not authenticated_only or path in probe_paths
+
+
+def test_linkerd_requires_identity_on_the_app_port_only() -> None:
+    # The injector copies the namespace's config annotations onto each pod (pkg/inject/inject.go
+    # AppendNamespaceAnnotations), where the policy controller reads them.
+    _, annotations = namespace_metadata("linkerd")
+    probes = frozenset({HEALTH_PATH})
+    # The plaintext probe of `/` is refused (403: evidence.LINKERD_REFUSAL_STATUSES) ...
+    assert linkerd_port_policy(annotations, APP_PORT, probe_paths=probes) == ("all-authenticated", False)
+    # ... the kubelet's probe of the app still passes ...
+    assert linkerd_port_policy(annotations, APP_PORT, path=HEALTH_PATH, probe_paths=probes)[1]
+    # ... and `linkerd diagnostics proxy-metrics` (a port-forward, no identity) reads the admin port.
+    admin = linkerd_port_policy(annotations, LINKERD_ADMIN_PORT, path="/metrics")
+    assert admin == ("all-unauthenticated", True)
+    # Whatever the cluster's default: the namespace says it.
+    assert annotations["config.linkerd.io/default-inbound-policy"] == "all-unauthenticated"
+
+
+def test_the_linkerd_policy_model_sees_the_admin_port_problem() -> None:
+    # `default-inbound-policy: all-authenticated` on the whole pod closes the admin port too (issue 10691).
+    closed = {"config.linkerd.io/default-inbound-policy": "all-authenticated"}
+    assert linkerd_port_policy(closed, LINKERD_ADMIN_PORT, path="/metrics") == ("all-authenticated", False)
+    ranged = {"config.linkerd.io/proxy-require-identity-inbound-ports": "8000-8090, 9000"}
+    assert not linkerd_port_policy(ranged, 8080)[1] and not linkerd_port_policy(ranged, 9000)[1]
+    assert linkerd_port_policy(ranged, 8091) == ("all-unauthenticated", True)
 
 
 @pytest.mark.parametrize("mesh", sorted(EXPECTED_NAMESPACE))

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import TestbedError
+from testbed.kube.manifests import call_edges
 from testbed.meshes import evidence
 from testbed.meshes.evidence import Check
+from testbed.topology import load_topology
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mesh"
 NS = "testbed"
@@ -250,6 +252,94 @@ def test_ztunnel_missing_workload_and_bad_json() -> None:
     assert_one_line(bad)
 
 
+def test_ztunnel_metrics_show_every_callee_reached_over_mutual_tls() -> None:
+    check = evidence.ztunnel_mtls(fixture("ztunnel-metrics-mtls.txt"), namespace=NS, workloads=APPS)
+    assert check.passed, check.detail
+    assert check.data["pods"] == ["ztunnel-4kx9p", "ztunnel-b7m2q", "ztunnel-r8d5w", "ztunnel-vz6tn"]
+    # Only the receiving side counts (reporter="destination"): the senders' own reports are not summed.
+    assert check.data["mtls_connections_by_workload"] == {
+        "frontend": 4,
+        "catalog": 2,
+        "pricing": 2,
+        "inventory": 2,
+    }
+    assert check.data["mtls_connections_by_edge"]["loadgen->frontend"] == 4
+    # The fixture's plaintext connection from the probe namespace was denied (counted as failed): no finding.
+    assert check.data["plaintext_accepted"] == {}
+    assert "10 connections into namespace testbed, all mutual_tls" in check.detail
+    assert_one_line(check)
+
+
+def test_ztunnel_accepting_plaintext_fails() -> None:
+    check = evidence.ztunnel_mtls(fixture("ztunnel-metrics-plaintext.txt"), namespace=NS, workloads=APPS)
+    assert not check.passed
+    assert "accepted 1 plaintext connection(s)" in check.detail
+    assert "probe->frontend (unknown) 1" in check.detail
+    assert "PeerAuthentication STRICT" in check.detail
+    assert_one_line(check)
+
+
+def test_ztunnel_metrics_without_a_callee_or_without_traffic_fail() -> None:
+    missing = evidence.ztunnel_mtls(
+        fixture("ztunnel-metrics-mtls.txt"), namespace=NS, workloads=("frontend", "checkout")
+    )
+    assert not missing.passed
+    assert "no mutual TLS connection into checkout" in missing.detail
+    # Sidecar stats are no ztunnel metrics; nor is another namespace's traffic, nor an error.
+    sidecars = evidence.ztunnel_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS, workloads=APPS)
+    assert not sidecars.passed
+    assert "no istio_tcp_connections_opened_total with reporter=destination" in sidecars.detail
+    other = evidence.ztunnel_mtls(fixture("ztunnel-metrics-mtls.txt"), namespace="elsewhere", workloads=APPS)
+    assert not other.passed
+    garbage = evidence.ztunnel_mtls("Error: no pods found\n", namespace=NS, workloads=APPS)
+    assert not garbage.passed
+    assert "no Prometheus samples" in garbage.detail
+    assert_one_line(garbage)
+
+
+def test_ztunnel_metrics_argv_reads_the_stats_port_of_every_ztunnel() -> None:
+    argv = evidence.ztunnel_metrics_argv("kind-testbed-istio-ambient")
+    assert argv == (
+        "istioctl", "--context", "kind-testbed-istio-ambient", "--namespace", "istio-system",
+        "experimental", "envoy-stats", "--selector", "app=ztunnel", "--output", "prom",
+        "--proxy-admin-port", "15020",
+    )  # fmt: skip
+
+
+def test_the_waypoint_served_every_service_over_mutual_tls() -> None:
+    check = evidence.istio_waypoint_mtls(
+        fixture("istio-envoy-stats-waypoint.txt"), namespace=NS, services=APPS
+    )
+    assert check.passed, check.detail
+    assert check.data["pods"] == ["waypoint-7c9d6b5f4-k2l8x"]
+    assert check.data["requests_by_service"] == dict.fromkeys(APPS, 60)
+    assert check.data["requests_by_edge"]["catalog->inventory"] == 60
+    assert "240 requests" in check.detail
+    assert_one_line(check)
+
+
+def test_the_waypoint_without_mutual_tls_or_without_traffic_fails() -> None:
+    plain = evidence.istio_waypoint_mtls(
+        fixture("istio-envoy-stats-waypoint-plaintext.txt"), namespace=NS, services=APPS
+    )
+    assert not plain.passed
+    assert "60 request(s)" in plain.detail and "loadgen->frontend (none) 60" in plain.detail
+    # A sidecar reports as source/destination, never as waypoint: nothing went through a waypoint.
+    sidecars = evidence.istio_waypoint_mtls(
+        fixture("istio-envoy-stats-mtls.txt"), namespace=NS, services=APPS
+    )
+    assert not sidecars.passed
+    assert "no request to frontend, catalog, pricing, inventory" in sidecars.detail
+    assert "istio.io/use-waypoint" in sidecars.detail
+    missing = evidence.istio_waypoint_mtls(
+        fixture("istio-envoy-stats-waypoint.txt"), namespace=NS, services=("frontend", "checkout")
+    )
+    assert not missing.passed and "no request to checkout" in missing.detail
+    garbage = evidence.istio_waypoint_mtls("Error: no pods found\n", namespace=NS, services=APPS)
+    assert not garbage.passed and "no Prometheus samples" in garbage.detail
+    assert_one_line(sidecars)
+
+
 # --- Linkerd -----------------------------------------------------------------------------------------
 
 
@@ -276,6 +366,31 @@ def test_linkerd_metrics_error_and_nothing_meshed() -> None:
     assert not empty.passed
     assert "linkerd.io/inject" in empty.detail
     assert_one_line(empty)
+
+
+def test_linkerd_refused_metrics_blame_the_admin_port() -> None:
+    # Every caller's admin port answered 403 with an empty body: the CLI printed the headers alone.
+    refused = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-403.txt"), namespace=NS)
+    assert not refused.passed
+    assert refused.detail.startswith(
+        "the admin port (4191) of catalog-7b6d5c9f8-m2kps, frontend-5d8f9b7c6-hx4tz, "
+        "loadgen-6f9c7d8b4d-q7w2n refused the metrics request"
+    )
+    assert "no outbound requests" not in refused.detail
+    assert refused.data["refused_metrics"] == refused.data["pods"]
+    assert_one_line(refused)
+    # One refused pod among answering ones fails too, and is the one named.
+    text = fixture("linkerd-proxy-metrics-tls.txt")
+    catalog = text.index("#\n# POD catalog-")
+    empty_catalog = "#\n# POD catalog-7b6d5c9f8-m2kps (1 of 1)\n#\n"
+    one = evidence.linkerd_proxy_tls(text[:catalog] + empty_catalog, namespace=NS)
+    assert not one.passed
+    assert one.data["refused_metrics"] == ["catalog-7b6d5c9f8-m2kps"]
+    # Answers without traffic still say so.
+    idle = "\n".join(line for line in text.splitlines() if 'direction="outbound"' not in line)
+    quiet = evidence.linkerd_proxy_tls(idle, namespace=NS)
+    assert not quiet.passed
+    assert "no outbound requests" in quiet.detail
 
 
 def test_linkerd_wrong_server_identity_fails() -> None:
@@ -322,24 +437,25 @@ def test_linkerd_check_cut_short_or_coloured() -> None:
 
 
 def test_cilium_wireguard_with_a_peer_per_other_node() -> None:
-    check = evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=3)
+    check = evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=4)
     assert check.passed, check.detail
     assert check.data["interfaces"] == [
         {
             "name": "cilium_wg0",
             "public_key": "3Wn8tE1Vq1Ch0dXbq6b5ZyZlWm+7QdUWsQ4b9T1mSWY=",
             "port": 51871,
-            "peers": 2,
+            "peers": 3,
         }
     ]
+    assert not evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=5).passed
     assert check.data["node_encryption"] == "Disabled"
     assert_one_line(check)
 
 
 def test_cilium_missing_peer_fails() -> None:
-    check = evidence.cilium_wireguard(fixture("cilium-status-missing-peer.txt"), nodes=3)
+    check = evidence.cilium_wireguard(fixture("cilium-status-missing-peer.txt"), nodes=4)
     assert not check.passed
-    assert "cilium_wg0 has 1 of the 2 other node(s)" in check.detail
+    assert "cilium_wg0 has 1 of the 3 other node(s)" in check.detail
     assert_one_line(check)
 
 
@@ -353,30 +469,184 @@ def test_cilium_encryption_disabled_or_absent() -> None:
     assert "no 'Encryption:' line" in absent.detail
 
 
-def test_pods_on_different_nodes() -> None:
-    check = evidence.cross_node(fixture("pods-cross-node.json"), loadgen=("loadgen",), apps=APPS)
+# The shop topology's calls, as the kind plan gives them to the check (testbed.kube.manifests.call_edges).
+EDGES = (("loadgen", "frontend"), ("frontend", "catalog"), ("frontend", "pricing"), ("catalog", "inventory"))
+
+
+def test_the_status_fixtures_are_of_this_configuration() -> None:
+    # Hubble is off (kube_cilium: hubble.enabled=false): the agent reports HubbleStatus{State: Disabled}
+    # (cilium/cilium pkg/hubble/cell Status) and FormatStatusResponse prints `Hubble:\tDisabled`.
+    for name in (
+        "cilium-status-wireguard.txt",
+        "cilium-status-missing-peer.txt",
+        "cilium-status-disabled.txt",
+    ):
+        lines = fixture(name).splitlines()
+        assert [line.split() for line in lines if line.startswith("Hubble:")] == [["Hubble:", "Disabled"]]
+        assert "Cluster health:" in fixture(name) and "4/4 reachable" in fixture(name)
+
+
+def test_cilium_unencrypted_is_cilium_up_without_encryption() -> None:
+    check = evidence.cilium_unencrypted(fixture("cilium-status-disabled.txt"))
     assert check.passed, check.detail
-    assert check.data["nodes"]["loadgen"] == ["testbed-cilium-worker2"]
-    assert "crosses nodes" in check.detail
+    assert check.data["encryption"] == "Disabled" and check.data["cilium"].startswith("Ok")
     assert_one_line(check)
+    wireguard = evidence.cilium_unencrypted(fixture("cilium-status-wireguard.txt"))
+    assert not wireguard.passed and "encryption is Wireguard, not Disabled" in wireguard.detail
+    down = fixture("cilium-status-disabled.txt").replace(
+        "Cilium:                                                   Ok",
+        "Cilium:                                                   Failure",
+    )
+    assert "Failure" in down
+    assert not evidence.cilium_unencrypted(down).passed
+    assert not evidence.cilium_unencrypted("KVStore: Disabled\n").passed
 
 
-def test_pods_on_one_node_fail() -> None:
-    check = evidence.cross_node(fixture("pods-same-node.json"), loadgen=("loadgen",), apps=APPS)
+#: The cilium-agents' debuginfo of the four kind nodes (after the verification load).
+CILIUM_NODES = ("control-plane", "worker", "worker2", "worker3")
+
+
+def debuginfo(node: str) -> str:
+    return fixture(f"cilium-debuginfo-{node}.json")
+
+
+def earlier(text: str, less: int = 10_000, keep: tuple[str, ...] = ()) -> str:
+    """The same debuginfo `less` bytes earlier on every peer's counters (but the peers whose key is in
+    `keep`, which did not move)."""
+    info = json.loads(text)
+    for iface in info["encryption"]["wireguard"]["interfaces"]:
+        for peer in iface["peers"]:
+            if peer["public-key"] not in keep:
+                peer["transfer-rx"] -= less
+                peer["transfer-tx"] -= less
+    return json.dumps(info, separators=(",", ":"))
+
+
+def key_of(node: str) -> str:
+    key: str = json.loads(debuginfo(node))["encryption"]["wireguard"]["interfaces"][0]["public-key"]
+    return key
+
+
+#: The shop topology as placed (pods-cross-node.json): loadgen on worker3, frontend and inventory on
+#: worker, catalog and pricing on worker2.
+SHOP_PAIRS = [("worker3", "worker"), ("worker", "worker2"), ("worker", "worker2"), ("worker2", "worker")]
+
+
+def test_wireguard_carried_the_load_on_every_crossing_pair() -> None:
+    after = {n: debuginfo(n) for n in CILIUM_NODES}
+    before = {n: earlier(t) for n, t in after.items()}
+    check = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=2_400)
+    assert check.passed, check.detail
+    assert [e["nodes"] for e in check.data["pairs"]] == [["worker", "worker2"], ["worker", "worker3"]]
+    assert check.data["pairs"][0]["worker->worker2"] == {"tx_bytes": 10_000, "rx_bytes": 10_000}
+    assert_one_line(check)
+    # Not enough for the load: the floor is what tells the load's bytes from Cilium's health probes.
+    short = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=10_001)
+    assert not short.passed and "need 10001 each" in short.detail
+
+
+def test_wireguard_that_did_not_move_on_one_pair_fails() -> None:
+    after = {n: debuginfo(n) for n in CILIUM_NODES}
+    before = {n: earlier(t) for n, t in after.items()}
+    # worker2's counters for worker did not move: the hop went around WireGuard (or nowhere).
+    before["worker2"] = earlier(after["worker2"], keep=(key_of("worker"),))
+    check = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=1)
     assert not check.passed
-    assert "share node testbed-cilium-worker" in check.detail
+    assert "worker2 sent 0 B to and received 0 B from worker" in check.detail
     assert_one_line(check)
 
 
-def test_pending_load_generator_fails() -> None:
+def test_wireguard_transfer_needs_every_agent_peer_and_pair() -> None:
+    after = {n: debuginfo(n) for n in CILIUM_NODES}
+    before = {n: earlier(t) for n, t in after.items()}
+    unencrypted = json.dumps({"cilium-version": "1.20.0", "encryption": {}})
+    broken = evidence.cilium_wireguard_transfer(before, after | {"worker": unencrypted}, pairs=SHOP_PAIRS)
+    assert not broken.passed and "worker (after the load): no WireGuard interface" in broken.detail
+    missing = evidence.cilium_wireguard_transfer(
+        {n: t for n, t in before.items() if n != "worker3"}, after, pairs=SHOP_PAIRS
+    )
+    assert not missing.passed and "no debuginfo from node worker3" in missing.detail
+    restarted = evidence.cilium_wireguard_transfer(after, before, pairs=SHOP_PAIRS)
+    assert not restarted.passed and "went back" in restarted.detail
+    lonely = json.loads(after["control-plane"])
+    lonely["encryption"]["wireguard"]["interfaces"][0]["peers"].pop()
+    unpeered = evidence.cilium_wireguard_transfer(
+        before, after | {"control-plane": json.dumps(lonely)}, pairs=SHOP_PAIRS
+    )
+    assert not unpeered.passed and "control-plane has no peer for worker3" in unpeered.detail
+    same_node = evidence.cilium_wireguard_transfer(before, after, pairs=[("worker", "worker")])
+    assert not same_node.passed and "no hop between two nodes" in same_node.detail
+    assert not evidence.cilium_wireguard_transfer(
+        before, after | {"worker": "curl: (7)"}, pairs=SHOP_PAIRS
+    ).passed
+
+
+W = "testbed-cilium-worker"
+
+
+def test_edges_are_the_topologys_calls() -> None:
+    assert call_edges(load_topology("shop")) == EDGES
+
+
+def test_every_call_crosses_nodes_and_each_node_pair_is_recorded() -> None:
+    check = evidence.cross_node(fixture("pods-cross-node.json"), edges=EDGES)
+    assert check.passed, check.detail
+    assert check.data["nodes"]["loadgen"] == [f"{W}3"]
+    assert check.data["edges"] == [
+        {"caller": "loadgen", "callee": "frontend", "caller_node": f"{W}3", "callee_node": W},
+        {"caller": "frontend", "callee": "catalog", "caller_node": W, "callee_node": f"{W}2"},
+        {"caller": "frontend", "callee": "pricing", "caller_node": W, "callee_node": f"{W}2"},
+        {"caller": "catalog", "callee": "inventory", "caller_node": f"{W}2", "callee_node": W},
+    ]
+    assert check.detail.startswith("every call crosses nodes: loadgen -> frontend")
+    assert_one_line(check)
+
+
+def test_apps_sharing_one_node_fail_though_the_load_generator_crosses() -> None:
+    # The earlier layout: only loadgen -> frontend left its node, and the check said so was enough.
+    check = evidence.cross_node(fixture("pods-same-node.json"), edges=EDGES)
+    assert not check.passed
+    assert check.detail.startswith("3 call(s) never leave their node: frontend -> catalog on " + W)
+    assert "loadgen -> frontend" not in check.detail
+    assert len(check.data["edges"]) == 4
+    assert_one_line(check)
+
+
+def test_one_same_node_call_fails() -> None:
+    listing = json.loads(fixture("pods-cross-node.json"))
+    for pod in listing["items"]:
+        if pod["metadata"]["labels"]["app"] == "inventory":
+            pod["spec"]["nodeName"] = f"{W}2"  # beside its caller, catalog
+    check = evidence.cross_node(json.dumps(listing), edges=EDGES)
+    assert not check.passed
+    assert f"1 call(s) never leave their node: catalog -> inventory on {W}2 " in check.detail
+
+
+def test_every_pod_of_a_caller_must_cross() -> None:
+    # Two frontend pods (say, mid-rollout), one of them beside pricing: that pair fails.
+    listing = json.loads(fixture("pods-cross-node.json"))
+    extra = next(p for p in listing["items"] if p["metadata"]["labels"]["app"] == "frontend")
+    extra = json.loads(json.dumps(extra))
+    extra["metadata"]["name"] = "frontend-5d8f9b7c6-zz9qq"
+    extra["spec"]["nodeName"] = f"{W}2"
+    listing["items"].append(extra)
+    check = evidence.cross_node(json.dumps(listing), edges=EDGES)
+    assert not check.passed
+    assert "frontend -> catalog on " + f"{W}2" in check.detail
+    assert "frontend -> pricing on " + f"{W}2" in check.detail
+
+
+def test_pending_load_generator_or_no_calls_fail() -> None:
     listing = json.loads(fixture("pods-cross-node.json"))
     for pod in listing["items"]:
         if pod["metadata"]["labels"]["app"] == "loadgen":
             pod["status"]["phase"] = "Pending"
             del pod["spec"]["nodeName"]
-    check = evidence.cross_node(json.dumps(listing), loadgen=("loadgen",), apps=APPS)
+    check = evidence.cross_node(json.dumps(listing), edges=EDGES)
     assert not check.passed
     assert "no running pod of loadgen" in check.detail
+    empty = evidence.cross_node(fixture("pods-cross-node.json"), edges=())
+    assert not empty.passed
 
 
 # --- Evidence and the stop -----------------------------------------------------------------------------
@@ -429,6 +699,12 @@ def test_commands() -> None:
         "ztunnel-config", "workloads", "--workload-namespace", NS, "--output", "json",
     )  # fmt: skip
     assert evidence.linkerd_metrics_argv(ctx, NS, "frontend")[-1] == "deploy/frontend"
-    assert evidence.linkerd_check_argv(ctx, NS)[3:] == ("check", "--proxy", "--namespace", NS)
+    assert evidence.linkerd_check_argv(ctx, NS, wait_s=45)[3:] == (
+        "check", "--proxy", "--namespace", NS, "--wait", "45s",
+    )  # fmt: skip
     assert evidence.cilium_status_argv(ctx)[-2:] == ("cilium-dbg", "status")
+    assert evidence.cilium_debuginfo_argv("testbed-cilium-worker") == (
+        "docker", "exec", "testbed-cilium-worker", "curl", "--silent", "--show-error", "--max-time", "30",
+        "--unix-socket", "/var/run/cilium/cilium.sock", "http://localhost/v1/debuginfo",
+    )  # fmt: skip
     assert evidence.pods_argv(ctx, NS)[-2:] == ("--output", "json")

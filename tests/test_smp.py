@@ -228,6 +228,10 @@ def test_mesh_names_map_to_the_smp_enum(summary: dict[str, Any]) -> None:
     assert mesh_type("linkerd")[0] == 5
     assert mesh_type("cilium")[0] == 12
     assert all(name in SERVICE_MESH_TYPES for name, _ in MESH_TYPES.values())
+    # Every mesh a run can have exports (cilium-plain included), without unknown_mesh="unspecified".
+    from testbed.meshes import ALL_MESHES
+
+    assert set(ALL_MESHES) <= set(MESH_TYPES)
 
 
 def test_an_unknown_mesh_is_an_error_unless_asked_for(summary: dict[str, Any]) -> None:

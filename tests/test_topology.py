@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.topology import TOPOLOGIES_DIR, Service, available_topologies, load_topology
+from testbed.topology import TOPOLOGIES_DIR, Service, available_topologies, call_depths, load_topology
 
 VALID = """
 name = "t"
@@ -129,3 +129,37 @@ def test_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
         load_topology("nope")
     with pytest.raises(ConfigError, match="topology file not found"):
         load_topology(tmp_path / "missing.toml")
+
+
+# --- call depths: where each service runs on Kubernetes -----------------------------------------------
+
+
+def test_call_depths_of_the_shipped_topologies() -> None:
+    assert call_depths(load_topology("shop")) == {"frontend": 0, "catalog": 1, "pricing": 1, "inventory": 2}
+    assert call_depths(load_topology("single")) == {"echo": 0}
+
+
+def test_a_service_reached_at_depths_of_one_parity_gets_the_shortest(tmp_path: Path) -> None:
+    # d at depth 1 (a -> d) and 3 (a -> b -> c -> d): both odd, so one worker serves every call to it.
+    path = write(
+        tmp_path,
+        'entry = "a"\n[services.a]\ncalls = ["b", "d"]\n[services.b]\ncalls = ["c"]\n'
+        '[services.c]\ncalls = ["d"]\n[services.d]\n',
+    )
+    assert call_depths(load_topology(path)) == {"d": 1, "c": 2, "b": 1, "a": 0}
+
+
+def test_a_service_reached_at_an_even_and_an_odd_depth_is_named(tmp_path: Path) -> None:
+    # e is at depth 2 (a -> b -> e) and 3 (a -> c -> d -> e): whichever worker it is on, one call stays put.
+    path = write(
+        tmp_path,
+        'entry = "a"\n[services.a]\ncalls = ["b", "c"]\n[services.b]\ncalls = ["e"]\n'
+        '[services.c]\ncalls = ["d"]\n[services.d]\ncalls = ["e"]\n[services.e]\n',
+    )
+    topology = load_topology(path)  # valid: only placement across two workers cannot take it
+    with pytest.raises(ConfigError) as caught:
+        call_depths(topology)
+    message = caught.value.message
+    assert message.startswith(f"{path}: services.e: reached at depth 2 (a -> b -> e) and at depth 3 ")
+    assert "(a -> c -> d -> e)" in message
+    assert "\n" not in message

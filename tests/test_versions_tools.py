@@ -62,25 +62,34 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """An accidental real download fails the test instead of reaching the internet."""
     real_open = tools._open
 
-    def guarded(url: str, *, timeout: float, accept: str | None = None) -> IO[bytes]:
+    def guarded(
+        url: str, *, timeout: float, accept: str | None = None, authorization: str | None = None
+    ) -> IO[bytes]:
         host = urllib.parse.urlsplit(url).hostname
         assert host == "127.0.0.1", f"a test tried to reach {url}"
-        return real_open(url, timeout=timeout, accept=accept)
+        return real_open(url, timeout=timeout, accept=accept, authorization=authorization)
 
     monkeypatch.setattr(tools, "_open", guarded)
 
 
 class Mirror:
-    """A directory served over HTTP on loopback, recording every path requested."""
+    """A directory served over HTTP on loopback, recording every path requested (and its Authorization)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[str] = []
+        self.authorization: dict[str, str | None] = {}
+        #: Paths answered with this status instead of the file (e.g. GitHub's rate limit, 403).
+        self.status: dict[str, int] = {}
         mirror = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 mirror.requests.append(self.path)
+                mirror.authorization[self.path] = self.headers.get("Authorization")
+                if self.path in mirror.status:
+                    self.send_error(mirror.status[self.path])
+                    return
                 super().do_GET()
 
             def log_message(self, format: str, *args: object) -> None:
@@ -169,9 +178,9 @@ def files_under(directory: Path) -> list[Path]:
 
 def test_the_real_pins_parse(versions: Versions) -> None:
     assert versions.node_image == (
-        "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+        "kindest/node:v1.35.5@sha256:ce977ae6d65918d0b58a5f8b5e940429c2ce42fa3a5619ec2bbc60b949c0ac95"
     )
-    assert versions.kubernetes.version == "v1.35.0"
+    assert versions.kubernetes.version == "v1.35.5"
     assert versions.kubernetes.minor == (1, 35)
     assert versions.istio.version == "1.30.3"
     assert (versions.linkerd.version, versions.linkerd.chart_version) == ("edge-26.8.3", "2026.8.3")
@@ -179,8 +188,9 @@ def test_the_real_pins_parse(versions: Versions) -> None:
     assert versions.gateway_api.install_url() == (
         "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.5.1/standard-install.yaml"
     )
+    # Linkerd edge-26.8.3's own install error names v1.5.1 (pkg/healthcheck/healthcheck.go).
     assert versions.gateway_api.install_url(versions.gateway_api.linkerd_version).endswith(
-        "/v1.2.1/standard-install.yaml"
+        "/v1.5.1/standard-install.yaml"
     )
     assert (versions.metrics_server.chart_version, versions.metrics_server.app_version) == ("3.13.1", "0.8.1")
     assert versions.python_image.startswith("python:3.11")
@@ -223,7 +233,7 @@ def test_tar_members(versions: Versions) -> None:
         ('member = "linux-{arch}/helm"\n', "", "tools.helm.member"),
         ('version = "v1.35.7"', 'version = "v1.34.2"', "tools.kubectl.version"),
         ('chart_version = "2026.8.3"', 'chart_version = "2026.8.2"', "linkerd.chart_version"),
-        ("@sha256:452d707d", "@sha256:452d", "kubernetes.node_image"),
+        ("@sha256:ce977ae6", "@sha256:ce97", "kubernetes.node_image"),
         ('version = "1.30.3"\nchart_repo', 'version = "1.30.2"\nchart_repo', "tools.istioctl.version"),
         (
             'https://get.helm.sh/helm-{version}-linux-{arch}.tar.gz"',
@@ -320,6 +330,83 @@ def test_a_missing_member_is_an_error(tmp_path: Path, mirror: Mirror, versions: 
 def test_an_unpublished_file_is_a_download_error(tmp_path: Path, mirror: Mirror, versions: Versions) -> None:
     with pytest.raises(TestbedError, match=r"kind v0\.32\.0: could not download http://127\.0\.0\.1:\d+/"):
         tools.ensure_tools(["kind"], tmp_path / "cache", versions=versions, arch=ARCH, url_base=mirror.base)
+
+
+TOKEN = "ghp_testbedFakeToken0123456789"  # noqa: S105 -- made up for the tests
+
+
+def test_github_token_goes_to_githubs_api_only(monkeypatch: pytest.MonkeyPatch, versions: Versions) -> None:
+    api = versions.tool("linkerd").checksum_file_url(ARCH)
+    assert urllib.parse.urlsplit(api).hostname == "api.github.com"
+    monkeypatch.delenv(tools.TOKEN_ENV, raising=False)
+    assert tools._github_authorization(api) is None
+    monkeypatch.setenv(tools.TOKEN_ENV, TOKEN)
+    assert tools._github_authorization(api) == f"Bearer {TOKEN}"
+    for elsewhere in (
+        versions.tool("linkerd").download_url(ARCH),  # github.com, then its CDN: no token
+        api.replace("https://", "http://"),  # never in clear text
+        "https://api.github.com.example.org/repos/x",
+        "http://127.0.0.1:8000" + urllib.parse.urlsplit(api).path,  # a mirror
+    ):
+        assert tools._github_authorization(elsewhere) is None, elsewhere
+
+
+def _linkerd_paths(versions: Versions) -> tuple[str, str]:
+    tool = versions.tool("linkerd")
+    return (
+        urllib.parse.urlsplit(tool.checksum_file_url(ARCH)).path,
+        urllib.parse.urlsplit(tool.download_url(ARCH)).path,
+    )
+
+
+def test_github_token_is_sent_with_the_checksum_lookup_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mirror: Mirror, versions: Versions
+) -> None:
+    publish_tool(mirror, versions, "linkerd", b"linkerd binary")
+    checksum, download = _linkerd_paths(versions)
+    # The mirror stands in for GitHub's API: both files come from it, the token only with the lookup.
+    monkeypatch.setattr(tools, "GITHUB_API_ORIGINS", frozenset({("http", "127.0.0.1")}))
+    monkeypatch.setenv(tools.TOKEN_ENV, TOKEN)
+    tools.ensure_tools(["linkerd"], tmp_path / "cache", versions=versions, arch=ARCH, url_base=mirror.base)
+    assert mirror.authorization == {checksum: f"Bearer {TOKEN}", download: None}
+
+
+def test_github_token_never_leaves_for_a_mirror_or_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mirror: Mirror, versions: Versions
+) -> None:
+    publish_tool(mirror, versions, "linkerd", b"linkerd binary")
+    checksum, download = _linkerd_paths(versions)
+    monkeypatch.setenv(tools.TOKEN_ENV, TOKEN)
+    tools.ensure_tools(["linkerd"], tmp_path / "one", versions=versions, arch=ARCH, url_base=mirror.base)
+    assert mirror.authorization == {checksum: None, download: None}
+    monkeypatch.setattr(tools, "GITHUB_API_ORIGINS", frozenset({("http", "127.0.0.1")}))
+    monkeypatch.delenv(tools.TOKEN_ENV)
+    mirror.authorization.clear()
+    tools.ensure_tools(["linkerd"], tmp_path / "two", versions=versions, arch=ARCH, url_base=mirror.base)
+    assert mirror.authorization == {checksum: None, download: None}
+
+
+def test_githubs_rate_limit_says_to_set_the_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mirror: Mirror, versions: Versions
+) -> None:
+    publish_tool(mirror, versions, "linkerd", b"linkerd binary")
+    checksum, _ = _linkerd_paths(versions)
+    mirror.status[checksum] = 403
+    monkeypatch.delenv(tools.TOKEN_ENV, raising=False)
+    with pytest.raises(
+        TestbedError, match=f"60 requests an hour per IP without a token: set {tools.TOKEN_ENV}"
+    ):
+        tools.ensure_tools(
+            ["linkerd"], tmp_path / "cache", versions=versions, arch=ARCH, url_base=mirror.base
+        )
+    monkeypatch.setattr(tools, "GITHUB_API_ORIGINS", frozenset({("http", "127.0.0.1")}))
+    monkeypatch.setenv(tools.TOKEN_ENV, TOKEN)
+    with pytest.raises(TestbedError) as e:
+        tools.ensure_tools(
+            ["linkerd"], tmp_path / "cache", versions=versions, arch=ARCH, url_base=mirror.base
+        )
+    assert "Forbidden" in e.value.message and "without a token" not in e.value.message
+    assert TOKEN not in e.value.message
 
 
 @pytest.mark.parametrize(

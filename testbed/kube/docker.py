@@ -17,8 +17,10 @@ inspects the image first, a build inspects its result) can take up to twice as l
 
 A kind node is a Docker container, so its CPU (kubelet, containerd and every pod on it) is the CPU of
 that container's cgroup: `node_cpu_seconds()` reads the cumulative `usage_usec` of cgroup v2's
-`cpu.stat` inside the node, where `/sys/fs/cgroup` is the node's own cgroup (Docker's private cgroup
-namespace, which kind uses on cgroup v2). The Docker stats API has a cumulative counter too, but the
+`cpu.stat` inside the node, and `run_in_nodes()` runs one script in every node at once (the kind
+platform's read of every container's cgroup, `testbed.kube.metrics.NODE_READ`); in a node,
+`/sys/fs/cgroup` is the node's own cgroup (Docker's private cgroup namespace, which kind uses on
+cgroup v2). The Docker stats API has a cumulative counter too, but the
 CLI does not show it: `docker stats` prints a percentage over its own short sample. cgroup v1 is not
 read: a Kubernetes 1.35 kubelet does not start on it (`failCgroupV1` defaults to true since 1.35,
 kubernetes/kubernetes#134298), so a kind node there could not run the benchmark anyway.
@@ -26,11 +28,12 @@ kubernetes/kubernetes#134298), so a kind node there could not run the benchmark 
 
 from __future__ import annotations
 
+import concurrent.futures
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,6 +51,8 @@ DAEMON_TIMEOUT_S = 20.0
 BUILD_TIMEOUT_S = 1800.0
 SAVE_TIMEOUT_S = 600.0
 EXEC_TIMEOUT_S = 30.0
+#: `docker image save --platform` needs this API version (docker/cli v28.0.0 cli/command/image/save.go).
+PLATFORM_SAVE_API = (1, 48)
 
 #: How long `timeout` waits after its SIGTERM before it sends SIGKILL.
 KILL_AFTER_S = 5
@@ -137,6 +142,58 @@ def save_image(tag: str, path: Path, *, timeout: float = SAVE_TIMEOUT_S) -> Path
     return path
 
 
+def api_version(*, timeout: float = DAEMON_TIMEOUT_S) -> tuple[int, int]:
+    """The API version the CLI speaks with the daemon: the lower of the two, as negotiated."""
+    # docker/cli v28.0.0 cli/command/system/version.go: `.Client.APIVersion` is `CurrentVersion()`, the
+    # negotiated version, which is what cmd/docker/docker.go compares a flag's "version" annotation with.
+    args = ["version", "--format", "{{.Client.APIVersion}}"]
+    echo(*args)
+
+    def version(docker: DockerClient) -> str:
+        return pow_run([*docker.client_config.docker_cmd, *args], return_stderr=False)
+
+    out = call(timeout, version).strip()
+    major, sep, minor = out.partition(".")
+    if not (sep and major.isdigit() and minor.isdigit()):
+        raise TestbedError(f"`docker version` reports API version {out!r}; expected MAJOR.MINOR")
+    return int(major), int(minor)
+
+
+def save_images(
+    names: Sequence[str], path: Path, *, platform: str | None, timeout: float = SAVE_TIMEOUT_S
+) -> list[str]:
+    """`docker image save --platform PLATFORM --output PATH NAMES...`; returns the argv after `docker`.
+
+    With `platform`, only that platform's manifest goes into the archive. Docker 29 keeps pulled images in
+    the containerd image store, where an image is its whole multi-platform index although only the host's
+    platform was pulled: saved without `--platform`, the archive's index names manifests whose content is
+    not in it, and kind's import (`ctr images import --all-platforms --digests`, kind v0.32.0
+    pkg/cluster/nodeutils/util.go LoadImageArchive) fails with "content digest ... not found" (kind issues
+    3795, 4224; kind PR 4247 documents this very workaround). `--platform` is in docker/cli since v28.0.0
+    (cli/command/image/save.go, annotated API 1.48); a CLI or daemon below API 1.48 refuses the flag
+    (cmd/docker/docker.go: "requires API version 1.48"), so there the archive is saved without it, which
+    is right for the classic image store, the default before Docker 29 (it holds one platform per tag).
+    """
+    args = ["image", "save"]
+    if platform is not None and api_version(timeout=timeout) >= PLATFORM_SAVE_API:
+        args += ["--platform", platform]
+    args += ["--output", str(path), *names]
+    echo(*args)
+
+    def save(docker: DockerClient) -> None:
+        pow_run([*docker.client_config.docker_cmd, *args])
+
+    call(timeout, save)
+    return args
+
+
+def remove_images(names: Sequence[str], *, timeout: float = DAEMON_TIMEOUT_S) -> None:
+    """`docker image rm --force NAMES...`: untag each, delete what is left untagged; absent ones pass."""
+    # docker/cli v28.0.0 cli/command/image/remove.go: with --force a name that is not found is no error.
+    echo("image", "rm", "--force", *names)
+    call(timeout, lambda docker: docker.image.remove(list(names), force=True))
+
+
 def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> float:
     """Cumulative CPU seconds of everything in a kind node container, from its cgroup v2 `cpu.stat`."""
     echo("exec", container, "cat", CPU_STAT)
@@ -152,6 +209,29 @@ def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> floa
     if not isinstance(out, str):  # only `detach` or `stream` make `execute` return something else
         raise TypeError(f"docker.container.execute returned {type(out).__name__}, not the output")
     return parse_cpu_stat(out, source=f"{CPU_STAT} of {container}")
+
+
+def run_in_nodes(
+    containers: Sequence[str], script: str, *, timeout: float = EXEC_TIMEOUT_S
+) -> dict[str, str]:
+    """`docker exec NODE sh -c SCRIPT` in every node container at once (a thread each); stdout by node.
+
+    For reads that must happen at one moment in all nodes (the cgroups at a window's edge): each node
+    runs the same script once, and the calls overlap instead of queueing one after the other.
+    """
+
+    def one(container: str) -> str:
+        echo("exec", container, "sh", "-c", script)
+        out = call(timeout, lambda docker: docker.container.execute(container, ["sh", "-c", script]))
+        if not isinstance(out, str):  # only `detach` or `stream` make `execute` return something else
+            raise TypeError(f"docker.container.execute returned {type(out).__name__}, not the output")
+        return out
+
+    if not containers:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(containers)) as pool:
+        futures = {container: pool.submit(one, container) for container in containers}
+        return {container: future.result() for container, future in futures.items()}
 
 
 def parse_cpu_stat(text: str, *, source: str = CPU_STAT) -> float:

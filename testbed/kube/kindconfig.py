@@ -21,10 +21,11 @@ _NAME_MAX = 50
 
 
 def template_name(mesh: str) -> str:
-    """The template a mesh's cluster is made from: Cilium brings its own CNI and replaces kube-proxy."""
+    """The template a mesh's cluster is made from: Cilium, encrypted or not, brings its own CNI and
+    replaces kube-proxy."""
     if mesh not in ALL_MESHES:
         raise UsageError(f"unknown mesh {mesh!r} (known: {', '.join(ALL_MESHES)})")
-    return "cluster-cilium.yaml" if mesh == "cilium" else "cluster.yaml"
+    return "cluster-cilium.yaml" if mesh in ("cilium", "cilium-plain") else "cluster.yaml"
 
 
 def render(template: str, *, name: str) -> str:

@@ -3,8 +3,9 @@
 Every service of the topology gets a ServiceAccount (its mesh identity), a ClusterIP Service and a
 one-replica Deployment running `python -m testbed.service` from the testbed image. The load generator is
 an idle pod in the same namespace, so that the mesh gives it the same client-side proxy as any caller;
-trials are run in it with `kubectl exec`. Apps and load generator are pinned to two different workers
-(`ROLE_LABEL`, set by `manifests/kind/*.yaml`), so that every call from the generator crosses nodes.
+trials are run in it with `kubectl exec`. The load generator has a worker of its own, and the services
+alternate between two app workers by their depth in the call graph (`app_role`), so that every call, the
+generator's and each service's, crosses nodes (`ROLE_LABEL`, set by `manifests/kind/*.yaml`).
 
 Mesh-specific settings (namespace labels such as `istio-injection`, annotations such as
 `linkerd.io/inject`) are the caller's: this module knows no mesh.
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import ConfigError, UsageError
-from testbed.topology import Service, Topology
+from testbed.topology import Service, Topology, call_depths
 
 #: One Kubernetes object, as `kubectl apply` reads it.
 Object = dict[str, Any]
@@ -37,10 +38,16 @@ IMAGE_TOPOLOGIES_DIR = "/app/scenarios/topologies"
 #: The numeric `USER` of the Dockerfile: numeric, so that the kubelet can verify `runAsNonRoot`.
 RUN_AS_USER = 10001
 
-#: The node label that places pods; `manifests/kind/*.yaml` puts it on the two workers.
+#: The node label that places pods; `manifests/kind/*.yaml` puts it on the three workers.
 ROLE_LABEL = "testbed.io/role"
-APPS_ROLE = "apps"
+#: The app workers: a service at an even depth from the entry runs on the first, at an odd depth on the
+#: second (`app_role`), so that a caller and its callee are never on one node.
+APPS_A_ROLE = "apps-a"
+APPS_B_ROLE = "apps-b"
+APP_ROLES = (APPS_A_ROLE, APPS_B_ROLE)
 LOADGEN_ROLE = "loadgen"
+#: Every role a node must have, one node each: the kind configurations give each worker one.
+NODE_ROLES = (*APP_ROLES, LOADGEN_ROLE)
 #: Every node that may run shared proxies and control planes (waypoint, istiod, Linkerd's control plane,
 #: Cilium's operator): any node but the load generator's. The kind configurations label the app workers
 #: with it; a mesh pins its shared components there with this nodeSelector.
@@ -78,13 +85,26 @@ class Resources:
         }
 
 
-# Requests are small on purpose: a CI runner has 4 CPUs shared by all kind nodes, and every pod of the
-# topology lands on one worker beside its sidecars. Limits stop a runaway pod, not a busy one: the app
-# is one event loop, so one CPU is all it can use.
+# Requests are small on purpose: a CI runner has 4 CPUs shared by all kind nodes, and half of the
+# topology's pods land on each app worker beside their sidecars. Limits stop a runaway pod, not a busy
+# one: the app is one event loop, so one CPU is all it can use.
 APP_RESOURCES = Resources(cpu_request="100m", memory_request="64Mi", cpu_limit="1", memory_limit="256Mi")
 # The master in the loadgen pod may also run `--processes 1` trials itself, a core's worth of Python.
 LOADGEN_RESOURCES = Resources(cpu_request="500m", memory_request="256Mi", cpu_limit="2", memory_limit="1Gi")
 WORKER_RESOURCES = Resources(cpu_request="250m", memory_request="128Mi", cpu_limit="1", memory_limit="512Mi")
+
+
+def app_role(depth: int) -> str:
+    """The app worker of a service `depth` calls from the entry: even depths on one, odd on the other."""
+    return APP_ROLES[depth % 2]
+
+
+def call_edges(topology: Topology) -> tuple[tuple[str, str], ...]:
+    """Every call as (caller, callee) Deployment names: the load generator's to the entry, then each call."""
+    return (
+        (LOADGEN_NAME, topology.entry),
+        *((s.name, callee) for s in reversed(topology.startup_order()) for callee in s.calls),
+    )
 
 
 def service_host(service: str, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -154,6 +174,9 @@ def app_objects(
 ) -> list[Object]:
     """ServiceAccounts, Services, then Deployments of every topology service, leaves first.
 
+    Each Deployment runs on the app worker of its depth's parity (`app_role`); a topology with a service
+    at depths of both parities is refused (`testbed.topology.call_depths`).
+
     `topology_path` is the topology file inside the image; by default the file of the same name in
     the repository's `scenarios/topologies/`, which the Dockerfile copies to `/app/scenarios/topologies/`.
     """
@@ -168,12 +191,14 @@ def app_objects(
             )
     path = topology_path or f"{IMAGE_TOPOLOGIES_DIR}/{topology.source.name}"
     order = topology.startup_order()
+    depths = call_depths(topology)
     return [
         *(_service_account(s.name, namespace) for s in order),
         *(_app_service(s.name, namespace) for s in order),
         *(
             _app_deployment(
                 s,
+                role=app_role(depths[s.name]),
                 namespace=namespace,
                 image=image,
                 topology_path=path,
@@ -344,6 +369,7 @@ def _app_service(name: str, namespace: str) -> Object:
 def _app_deployment(
     service: Service,
     *,
+    role: str,
     namespace: str,
     image: str,
     topology_path: str,
@@ -385,7 +411,7 @@ def _app_deployment(
         service.name,
         namespace,
         replicas=1,
-        role=APPS_ROLE,
+        role=role,
         container=container,
         pod_annotations=pod_annotations,
     )

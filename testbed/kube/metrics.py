@@ -1,4 +1,19 @@
-"""CPU and memory per component on kind, from the kubelet's `/metrics/resource`: pure parsing, no I/O.
+"""CPU and memory per component on Kubernetes: pure parsing and arithmetic, no I/O.
+
+Two sources, read at the measured window's start and end (`testbed.loadgen.marks`):
+
+- on kind, the cgroups inside each node container (`NODE_READ`, one `docker exec` per node): every
+  container's cgroup v2 `cpu.stat`, the node's own, and the host's /proc/stat, all at one moment
+  (`cgroup_window`). This is what kind trials record.
+- on an existing cluster, where the nodes cannot be entered, the kubelet's `/metrics/resource` (below).
+
+The kubelet's figures are not fit for short trials: with containerd, the kubelet takes each container's
+CPU and memory from cAdvisor whenever cAdvisor has them (kubernetes/kubernetes
+`pkg/kubelet/stats/cri_stats_provider.go` `addCadvisorContainerCPUAndMemoryStats`, which overwrites the
+CRI's figures), and cAdvisor samples each container on its housekeeping interval, 10 s stretched up to
+15 s (`pkg/kubelet/cadvisor/cadvisor_linux.go`: `defaultHousekeepingInterval`,
+`maxHousekeepingInterval`, `allowDynamicHousekeeping`). A 10 s window is then off by up to 15 s at each
+end, and a container not sampled again in between is left out.
 
 `kubectl get --raw /api/v1/nodes/NODE/proxy/metrics/resource` returns, in the Prometheus text format,
 the kubelet's cumulative CPU seconds and current working set of every running container. The metric
@@ -13,8 +28,8 @@ kubernetes/kubernetes `pkg/kubelet/metrics/collectors/resource_metrics.go` (Kube
 
 The timestamp of each series is when the kubelet's stats provider sampled that container (cAdvisor's
 housekeeping), not when it was scraped: `window()` therefore takes each container's rate over its own
-interval. Two scrapes, one before and one after the measured window, give the deltas; the result has
-the shape that local trials record (`testbed.resources.Sampler.window`).
+interval. Two scrapes, at the measured window's start and end, give the deltas; the result has the
+shape that local trials record (`testbed.resources.Sampler.window`), as `cgroup_window`'s has.
 
 `prometheus_client` (whose parser this would otherwise use) is not a dependency of the testbed, so the
 small parser below reads the text format (version 0.0.4) itself; the kubelet writes it with
@@ -24,20 +39,37 @@ prometheus/common `expfmt`: `name{label="value",...} value [timestamp_ms]`, valu
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from testbed.errors import TestbedError
 from testbed.kube.manifests import DEFAULT_NAMESPACE, LOADGEN_NAME, WORKER_NAME
+from testbed.resources import busy_seconds, host_figures, proc_stat_cpu
 
 #: (namespace, pod, container): how the kubelet labels a container's series.
 Key = tuple[str, str, str]
 #: What `window()` reports, in this order, whether or not any container fell into them.
 COMPONENTS = ("app", "sidecar", "loadgen", "node-proxy", "control-plane", "kubernetes")
+#: What `cgroup_window()` adds, derived rather than read: a node container's CPU outside its pods'
+#: containers (kubelet, containerd and its shims, systemd, the pods' pause sandboxes), and the host's busy
+#: CPU outside every node container (kernel threads such as WireGuard's `wg-crypt-*` workers, softirq work
+#: billed to whatever it interrupted, and every other process on the host).
+NODE_OVERHEAD = "node-overhead"
+KERNEL = "kernel-unattributed"
 SOURCE = "kubelet /metrics/resource"
+CGROUP_SOURCE = "cgroup v2 cpu.stat usage_usec in each kind node, read at the measured window's edges"
+MEMORY_SOURCE = (
+    "working set (cgroup v2 memory.current - inactive_file, as cAdvisor and the kubelet compute it), the "
+    "larger of its reads at the window's start and end: not a peak within the window (memory.peak would be "
+    "the peak since the container started)"
+)
+KUBELET_MEMORY_SOURCE = "the kubelet's working set, the larger of its two scrapes: not a peak"
+#: A read further than this from its window edge is warned about (the docker exec was slow to start).
+READ_OFFSET_WARNING_S = 1.0
 
 CONTAINER_CPU = "container_cpu_usage_seconds_total"
 CONTAINER_MEMORY = "container_memory_working_set_bytes"
@@ -244,15 +276,19 @@ def window(
     before: Mapping[Key, Usage],
     after: Mapping[Key, Usage],
     attribution: Callable[[str, str, str], str] = component,
+    *,
+    source: str = SOURCE,
+    memory_source: str = KUBELET_MEMORY_SOURCE,
 ) -> dict[str, Any]:
-    """Per component, the CPU used between two snapshots and the working set at the second one.
+    """Per component, the CPU used between two snapshots and the larger of the two working sets.
 
-    `{"window_s", "source", "components": {name: {cpu_seconds, vcpu, peak_rss_mb, processes}}, "warnings"}`,
-    as `testbed.resources.Sampler.window` writes on the local platform, `processes` counting containers.
-    `vcpu` sums each container's rate over its own sampling interval; `window_s` is the median interval.
-    `peak_rss_mb` is the working set at the second scrape: the kubelet keeps no peak, this is the best
-    available. A counter that went down means the container restarted in between: like Prometheus'
-    `increase()`, its whole new count is taken. A container in one scrape only is left out, with a warning.
+    `{"window_s", "source", "memory_source", "components": {name: {cpu_seconds, vcpu, peak_rss_mb,
+    processes}}, "warnings"}`, as `testbed.resources.Sampler.window` writes on the local platform,
+    `processes` counting containers. `vcpu` sums each container's rate over its own interval between the
+    snapshots; `window_s` is the median interval. `peak_rss_mb` is the larger working set of the two
+    snapshots: neither source keeps a peak within the window. A counter that went down means the
+    container restarted in between: like Prometheus' `increase()`, its whole new count is taken. A
+    container in one snapshot only is left out, with a warning.
     """
     intervals = [after[k].timestamp_s - before[k].timestamp_s for k in after.keys() & before.keys()]
     intervals = [i for i in intervals if i > 0]
@@ -270,16 +306,17 @@ def window(
             warnings.append(f"{_show(key)} was not sampled again between the scrapes: its CPU is not counted")
             continue
         used = last.cpu_seconds - first.cpu_seconds
+        memory = max(first.memory_bytes, last.memory_bytes)
         if used < 0:
             warnings.append(f"{_show(key)} restarted between the scrapes (its CPU counter went down)")
-            used = last.cpu_seconds
+            used, memory = last.cpu_seconds, last.memory_bytes
         name = attribution(*key)
         if name not in totals:
             raise ValueError(f"attribution gave {name!r} for {_show(key)}; expected one of {COMPONENTS}")
         figures = totals[name]
         figures["cpu"] += used
         figures["vcpu"] += used / interval
-        figures["memory"] += last.memory_bytes
+        figures["memory"] += memory
         figures["containers"] += 1
     components = {
         name: {
@@ -292,7 +329,8 @@ def window(
     }
     return {
         "window_s": round(length, 3),
-        "source": SOURCE,
+        "source": source,
+        "memory_source": memory_source,
         "components": components,
         "warnings": warnings,
     }
@@ -301,3 +339,264 @@ def window(
 def _show(key: Key) -> str:
     namespace, pod, container = key
     return f"container {container!r} of pod {namespace}/{pod}"
+
+
+# --- kind: the cgroups inside each node container ----------------------------------------------------
+
+#: The lines `NODE_READ` keeps from cgroup files: cpu.stat's `usage_usec` (CPU since the cgroup was
+#: created, children included), memory.stat's `inactive_file`, and memory.current's one number.
+_KEEP = '-e ^usage_usec -e ^inactive_file -e "^[0-9]"'
+#: What each kind node runs at each edge of the window (`testbed.kube.docker.run_in_nodes`), all in one
+#: `docker exec`: the time, the host's CPU lines of /proc/stat (not namespaced: a node sees the host's
+#: kernel), then `path:line` (grep -H) for the node's own cgroup and for every container's. In a kind node
+#: on a cgroup v2 host, /sys/fs/cgroup is the node container's own cgroup (Docker's private cgroup
+#: namespace; kind v0.32.0 images/base/files/usr/local/bin/entrypoint `fix_cgroup`). kind configures the
+#: kubelet with `cgroupDriver: systemd` and `cgroupRoot: /kubelet` (pkg/cluster/internal/kubeadm/config.go
+#: `Derive` and the KubeletConfiguration templates) and containerd's runc with `SystemdCgroup = true`
+#: (images/base/files/etc/containerd/config.toml), so each container is a systemd scope,
+#: `kubelet.slice/kubelet-kubepods[-QOS].slice/kubelet-kubepods[-QOS]-pod<UID>.slice/
+#: cri-containerd-<ID>.scope`, ID being the container's id in the pod's status (the shape the kubelet
+#: parses in `pkg/kubelet/stats/cri_stats_provider.go` `extractIDFromCgroupPath`). `find` looks for the
+#: scopes wherever they are under kubelet.slice; `grep -s` passes over a cgroup that went meanwhile.
+NODE_READ = (
+    "date +%s.%N; "
+    'grep -H "^cpu" /proc/stat; '
+    "cd /sys/fs/cgroup || exit 1; "
+    f"grep -s -H {_KEEP} cpu.stat memory.current memory.stat; "
+    'find kubelet.slice -path "*/cri-containerd-*.scope/*" '
+    '"(" -name cpu.stat -o -name memory.current -o -name memory.stat ")" '
+    f'-exec grep -s -H {_KEEP} "{{}}" +; '
+    "exit 0"
+)
+_SCOPE = re.compile(r"(?:^|/)cri-containerd-(?P<id>[0-9a-f]+)\.scope$")
+_PROC_STAT = "/proc/stat"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRead:
+    """One kind node's `NODE_READ` output: its cgroup, its containers' cgroups and the host's CPU."""
+
+    at_unix: float
+    node: Usage
+    #: Every `cri-containerd-<id>.scope` under the node's kubelet.slice, by container id.
+    containers: Mapping[str, Usage]
+    #: /proc/stat's all-CPU line in seconds, by field name (`testbed.resources.PROC_STAT_FIELDS`).
+    host: Mapping[str, float]
+    cores: int
+    #: Whether the node's cgroup has memory.current (the memory controller is enabled there).
+    has_memory: bool = True
+
+
+@dataclass
+class _Cgroup:
+    usage_usec: int | None = None
+    current: int | None = None
+    inactive_file: int = 0
+
+
+def parse_node_read(text: str, *, node: str) -> NodeRead:
+    """A `NodeRead` from what `NODE_READ` printed in `node`; a clear error if the node is not as expected."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise TestbedError(f"reading the cgroups of kind node {node} printed nothing")
+    at = _wall_clock(lines[0], node)
+    cpu_lines: list[str] = []
+    cgroups: dict[str, _Cgroup] = {}
+    for line in lines[1:]:
+        path, sep, content = line.partition(":")
+        if not sep:
+            raise TestbedError(f"kind node {node}: unexpected line in its cgroup read: {line[:120]!r}")
+        if path == _PROC_STAT:
+            cpu_lines.append(content)
+            continue
+        directory, _, name = path.rpartition("/")
+        try:
+            _take(cgroups.setdefault(directory, _Cgroup()), name, content)
+        except ValueError:
+            raise TestbedError(f"kind node {node}: not a number in {path}: {content[:80]!r}") from None
+    host = next((proc_stat_cpu(line) for line in cpu_lines if line.startswith("cpu ")), None)
+    cores = sum(1 for line in cpu_lines if line[3:4].isdigit())
+    own = cgroups.pop("", None)
+    if own is None or own.usage_usec is None:
+        raise TestbedError(
+            f"kind node {node} has no /sys/fs/cgroup/cpu.stat with usage_usec: its Docker host uses cgroup "
+            "v1, on which a Kubernetes 1.35 kubelet does not start; use a cgroup v2 host"
+        )
+    if host is None:
+        raise TestbedError(f"kind node {node}: /proc/stat has no `cpu` line")
+    containers: dict[str, Usage] = {}
+    for directory, cgroup in cgroups.items():
+        match = _SCOPE.search(directory)
+        if match is None or cgroup.usage_usec is None:
+            continue  # a cgroup that went between `find` and `grep`, or a file of no container
+        containers[match["id"]] = _usage(cgroup, at)
+    return NodeRead(
+        at_unix=at,
+        node=_usage(own, at),
+        containers=containers,
+        host=host,
+        cores=max(cores, 1),
+        has_memory=own.current is not None,
+    )
+
+
+def _take(cgroup: _Cgroup, name: str, content: str) -> None:
+    """One kept line of a cgroup file (`path:` removed) into what is known of that cgroup."""
+    key, _, value = content.partition(" ")
+    if name == "cpu.stat" and key == "usage_usec":
+        cgroup.usage_usec = int(value)
+    elif name == "memory.stat" and key == "inactive_file":
+        cgroup.inactive_file = int(value)
+    elif name == "memory.current":
+        cgroup.current = int(content)
+
+
+def _wall_clock(line: str, node: str) -> float:
+    try:
+        return float(line.strip())
+    except ValueError:
+        raise TestbedError(
+            f"kind node {node}: its cgroup read did not start with the time (`date +%s.%N`): {line[:80]!r}"
+        ) from None
+
+
+def _usage(cgroup: _Cgroup, at: float) -> Usage:
+    # cAdvisor's working set (google/cadvisor container/libcontainer/handler.go `setMemoryStats`):
+    # usage minus inactive_file on cgroup v2, never below zero.
+    memory = max(0, cgroup.current - cgroup.inactive_file) if cgroup.current is not None else 0
+    return Usage(cpu_seconds=(cgroup.usage_usec or 0) / 1e6, memory_bytes=float(memory), timestamp_s=at)
+
+
+def container_ids(pods_json: str) -> dict[str, Key]:
+    """(namespace, pod, container) by containerd id, from `kubectl get pods -A -o json`.
+
+    Each container's current id (`status.containerStatuses[].containerID`, `containerd://<id>`) and,
+    after a restart, its previous one (`lastState.terminated.containerID`): k8s.io/api core/v1 types.go
+    `ContainerStatus`, `ContainerStateTerminated`. Init and ephemeral containers are included.
+    """
+    try:
+        document = json.loads(pods_json)
+    except ValueError:
+        raise TestbedError("`kubectl get pods -A -o json` did not print JSON") from None
+    ids: dict[str, Key] = {}
+    for pod in document.get("items", []):
+        meta, status = pod.get("metadata", {}), pod.get("status", {})
+        for kind in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+            for container in status.get(kind) or []:
+                key = (meta.get("namespace", ""), meta.get("name", ""), container.get("name", ""))
+                previous = (container.get("lastState") or {}).get("terminated") or {}
+                for raw in (previous.get("containerID"), container.get("containerID")):
+                    runtime, sep, cid = (raw or "").partition("://")
+                    if sep and runtime == "containerd" and cid:
+                        ids[cid] = key
+    return ids
+
+
+def cgroup_window(
+    before: Mapping[str, NodeRead],
+    after: Mapping[str, NodeRead],
+    ids: Mapping[str, Key],
+    attribution: Callable[[str, str, str], str] = component,
+    *,
+    window_unix: tuple[float, float],
+) -> dict[str, Any]:
+    """The trial's `resources` from every node's cgroups read at the window's start and end.
+
+    Each pod container's CPU between its node's two reads goes to its component (`window`); then
+    `node-overhead` (each node container's CPU less its pods' containers) and `kernel-unattributed` (the
+    host's busy CPU from /proc/stat less every node container), so that the components add up to the
+    host's busy CPU. Rates (`vcpu`) are taken over each node's own interval between its reads; `reads`
+    says how far those were from the window's edges. A container whose id is not in the pod list (the
+    pods' pause sandboxes) is left in its node's overhead.
+    """
+    nodes = [node for node in before if node in after]
+    if not nodes:
+        raise TestbedError("no kind node was read at both edges of the measured window")
+    first: dict[Key, Usage] = {}
+    last: dict[Key, Usage] = {}
+    unmatched = 0
+    node_figures: dict[str, dict[str, Any]] = {}
+    overhead = {"cpu": 0.0, "vcpu": 0.0, "memory": 0.0}
+    for node in nodes:
+        start, end = before[node], after[node]
+        unmatched += sum(1 for cid in end.containers if cid not in ids)
+        in_pods = {"cpu": 0.0, "memory": 0.0}
+        for cid, use in start.containers.items():
+            if cid in ids:
+                first[ids[cid]] = use
+        for cid, use in end.containers.items():
+            if cid in ids:
+                last[ids[cid]] = use
+                in_pods["memory"] += use.memory_bytes
+                if cid in start.containers:
+                    used = use.cpu_seconds - start.containers[cid].cpu_seconds
+                    in_pods["cpu"] += used if used >= 0 else use.cpu_seconds
+        interval = end.at_unix - start.at_unix
+        used = end.node.cpu_seconds - start.node.cpu_seconds
+        node_figures[node] = {
+            "cpu_seconds": round(used, 4),
+            "vcpu": round(used / interval, 4) if interval > 0 else 0.0,
+            "source": "kind node container (cgroup cpu.stat)",
+            "memory_mb": round(end.node.memory_bytes / 2**20, 1) if end.has_memory else None,
+            "read_unix": [round(start.at_unix, 3), round(end.at_unix, 3)],
+        }
+        if interval > 0:
+            overhead["cpu"] += used - in_pods["cpu"]
+            overhead["vcpu"] += (used - in_pods["cpu"]) / interval
+        if end.has_memory:
+            overhead["memory"] += max(0.0, end.node.memory_bytes - in_pods["memory"])
+    result = window(first, last, attribution, source=CGROUP_SOURCE, memory_source=MEMORY_SOURCE)
+    # The host's kernel is the same in every node: its /proc/stat as the first node read it.
+    start, end = before[nodes[0]], after[nodes[0]]
+    length = end.at_unix - start.at_unix
+    busy = busy_seconds(end.host) - busy_seconds(start.host)
+    steal = end.host.get("steal", 0.0) - start.host.get("steal", 0.0)
+    host = host_figures(busy, steal, length, end.cores)
+    host["source"] = f"/proc/stat, read in kind node {nodes[0]} (the host's kernel)"
+    in_nodes = sum(
+        (after[n].node.cpu_seconds - before[n].node.cpu_seconds) / (after[n].at_unix - before[n].at_unix)
+        for n in nodes
+        if after[n].at_unix > before[n].at_unix
+    )
+    kernel_vcpu = (busy / length if length > 0 else 0.0) - in_nodes
+    components = result["components"]
+    components[NODE_OVERHEAD] = {
+        "cpu_seconds": round(overhead["cpu"], 4),
+        "vcpu": round(overhead["vcpu"], 4),
+        "peak_rss_mb": round(overhead["memory"] / 2**20, 1),
+        "processes": len(nodes),
+    }
+    components[KERNEL] = {
+        "cpu_seconds": round(kernel_vcpu * result["window_s"], 4),
+        "vcpu": round(kernel_vcpu, 4),
+        "peak_rss_mb": 0.0,
+        "processes": 0,
+    }
+    if not any(read.has_memory for read in after.values()):
+        result["memory_source"] = "none: the nodes' cgroups have no memory.current (memory controller off)"
+    result["host"] = host
+    result["nodes"] = node_figures
+    result["reads"] = _offsets(before, after, nodes, window_unix, result["warnings"])
+    result["unmatched_cgroups"] = unmatched
+    return result
+
+
+def _offsets(
+    before: Mapping[str, NodeRead],
+    after: Mapping[str, NodeRead],
+    nodes: Sequence[str],
+    window_unix: tuple[float, float],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """How far each edge's reads were from the edge (seconds, positive: after it), as [earliest, latest]."""
+    out: dict[str, Any] = {"window_unix": [round(window_unix[0], 3), round(window_unix[1], 3)]}
+    for edge, reads, at in (("start", before, window_unix[0]), ("end", after, window_unix[1])):
+        offsets = [reads[node].at_unix - at for node in nodes]
+        out[f"{edge}_offset_s"] = [round(min(offsets), 3), round(max(offsets), 3)]
+        worst = max(offsets, key=abs)
+        if abs(worst) > READ_OFFSET_WARNING_S:
+            warnings.append(
+                f"a node's cgroups were read {worst:+.2f} s from the window's {edge}: "
+                "its figures cover a shifted interval"
+            )
+    return out

@@ -12,8 +12,8 @@ prints them, so what is printed is what runs. A cluster's plan has phases, run i
     teardown    at the end, and after Ctrl-C, unless --keep
     on_failure  before the teardown when something failed: logs into the run directory
 
-and each trial has its own small plan (`trial_plan`): kubelet scrapes, the load in the loadgen pod,
-the scrapes again.
+and each trial has its own small plan (`trial_plan`): the load in the loadgen pod, and at the measured
+window's start and end (the load generator's marks on stderr) the reads of every container's CPU.
 
 Every flag below was read in the tool's source at the pinned version; the file is named beside it:
 kind at tag v0.32.0 (kubernetes-sigs/kind), kubectl at v0.35.7 (kubernetes/kubectl, the staging copy of
@@ -23,6 +23,7 @@ kubernetes v1.35.7's `staging/src/k8s.io/kubectl`) and its global flags at v0.35
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ import yaml
 from testbed import __version__
 from testbed.errors import UsageError
 from testbed.kube import manifests as m
+from testbed.kube import metrics
 from testbed.kube.kindconfig import kind_config
+from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.paths import ROOT
 from testbed.plan import Trial, load_argv
@@ -178,6 +181,9 @@ class MeshContext:
     services: tuple[str, ...]
     #: The Deployments that call others: the load generator, then every service with downstreams.
     callers: tuple[str, ...]
+    #: Every call as (caller, callee) Deployments: the load generator's to the entry, then each
+    #: service's to its downstreams (`manifests.call_edges`); each must cross nodes.
+    edges: tuple[tuple[str, str], ...]
     #: The mesh's image archive, loaded into the nodes when present; None: the mesh pulls (or has none).
     archive: Path | None = None
 
@@ -212,14 +218,19 @@ class ClusterPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class TrialPlan:
-    """One trial on a cluster: setup, scrapes, the load, scrapes, cleanup."""
+    """One trial on a cluster: setup, the load (whose window marks trigger the reads), after it, cleanup."""
 
     setup: tuple[Step, ...]
-    scrape_before: tuple[Step, ...]
+    #: Its stderr is read as it comes: at each window mark (`testbed.loadgen.marks`), the reads below run.
     load: Step
-    scrape_after: tuple[Step, ...]
-    cleanup: tuple[Step, ...]
+    #: At each mark, `existing`: every node's kubelet scraped. Empty on kind, which reads `node_read`.
+    at_marks: tuple[Step, ...]
+    #: At each mark, kind: `docker exec NODE sh -c NODE_READ` in every node container at once.
     node_containers: tuple[str, ...]
+    node_read: str
+    #: After the load, kind: the pods with their container ids, which name the cgroups read.
+    after: tuple[Step, ...]
+    cleanup: tuple[Step, ...]
 
 
 def cluster_name(mesh: str) -> str:
@@ -231,11 +242,14 @@ def kind_context(cluster: str) -> str:
     return f"kind-{cluster}"
 
 
-def kind_nodes(cluster: str, workers: int = 2) -> tuple[str, ...]:
+def kind_nodes(cluster: str, workers: int = len(m.NODE_ROLES)) -> tuple[str, ...]:
     """The node (and node container) names kind gives a control plane and `workers` workers.
 
-    kubernetes-sigs/kind v0.32.0 pkg/cluster/internal/providers/common/namer.go (namer_test.go:
-    `kind-test-control-plane`, `kind-test-worker`, `kind-test-worker2`).
+    By default the three workers of `manifests/kind/*.yaml`, in their order there (apps-a, apps-b,
+    loadgen): kind names nodes in config order, counting per role (kubernetes-sigs/kind v0.32.0
+    pkg/cluster/internal/providers/common/namer.go MakeNodeNamer, called over cfg.Nodes in
+    pkg/cluster/internal/providers/docker/provision.go planCreation; namer_test.go: `ab1-worker`,
+    `ab1-worker2`, `ab1-worker3`).
     """
     return (
         f"{cluster}-control-plane",
@@ -243,9 +257,53 @@ def kind_nodes(cluster: str, workers: int = 2) -> tuple[str, ...]:
     )
 
 
-def image_tag(version: str = __version__) -> str:
-    """The testbed image: tagged with the package version, never `latest` (kind would pull it again)."""
-    return f"testbed:{version}"
+def image_tag(python_image: str, source: Path = SOURCE, *, version: str = __version__) -> str:
+    """The testbed image's tag, `testbed:VERSION-HASH`: HASH covers everything the image is built from.
+
+    Never `latest` (kind would pull it again), and never the version alone: with `--reuse`, pods whose
+    spec names an unchanged tag keep running the old code (imagePullPolicy IfNotPresent), whereas a new
+    tag changes the Deployments, which then roll out the new image.
+    """
+    return f"testbed:{version}-{image_content_hash(python_image, source)}"
+
+
+#: What the Dockerfile copies into the image (its COPY sources) and the Dockerfile itself: the paths the
+#: tag's hash covers (a test checks them against the Dockerfile's COPY lines).
+IMAGE_CONTEXT = (
+    "Dockerfile",
+    "pyproject.toml",
+    "README.md",
+    "requirements/image.txt",
+    "testbed",
+    "scenarios",
+)
+IMAGE_HASH_LENGTH = 12
+
+
+def _image_context_files(source: Path) -> list[str]:
+    """The files of `IMAGE_CONTEXT` under `source` (relative, sorted), less what .dockerignore leaves out."""
+    found: list[str] = []
+    for entry in IMAGE_CONTEXT:
+        path = source / entry
+        if path.is_file():
+            found.append(entry)
+        elif path.is_dir():
+            relative = (file.relative_to(source) for file in path.rglob("*") if file.is_file())
+            found += [
+                name.as_posix()
+                for name in relative
+                # .dockerignore: `**/__pycache__/` and `*.egg-info/` are not in the build context.
+                if not any(part == "__pycache__" or part.endswith(".egg-info") for part in name.parts)
+            ]
+    return sorted(found)
+
+
+def image_content_hash(python_image: str, source: Path = SOURCE) -> str:
+    """A short SHA-256 of the base image pin and each context file's path and bytes: a pure function."""
+    digest = hashlib.sha256(f"PYTHON_IMAGE={python_image}\n".encode())
+    for name in _image_context_files(source):
+        digest.update(f"{name}\0{hashlib.sha256((source / name).read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:IMAGE_HASH_LENGTH]
 
 
 def kubectl(context: str) -> tuple[str, ...]:
@@ -272,7 +330,7 @@ def kind_plan(
     """
     name = cluster_name(mesh.name)
     context = kind_context(name)
-    image = image_tag()
+    image = image_tag(versions.python_image, source)
     _check_topology_in_image(topology, source)
     config_path = workdir / "kind-config.yaml"
     tools = ("kind", "kubectl", *mesh.tools)
@@ -297,7 +355,7 @@ def kind_plan(
             description="fs.inotify.max_user_watches >= 524288, max_user_instances >= 512 (else a warning)",
         ),
         Check(
-            name="memory", description="about 6 GB of memory available for three kind nodes (else a warning)"
+            name="memory", description="about 6 GB of memory available for four kind nodes (else a warning)"
         ),
         Check(
             name="cluster",
@@ -333,7 +391,7 @@ def kind_plan(
         create_argv += ["--wait", KIND_WAIT]
     create = (
         WriteFile(
-            description="the kind configuration: a control plane and two workers (apps, loadgen)",
+            description="the kind configuration: a control plane and three workers (apps-a, apps-b, loadgen)",
             path=config_path,
             text=kind_config(mesh.name, name=name),
         ),
@@ -443,6 +501,8 @@ def existing_plan(
             # `config get-contexts -o name`: kubectl v0.35.7 pkg/cmd/config/get_contexts.go.
             argv=("kubectl", "config", "get-contexts", "-o", "name"),
         ),
+        # Three nodes, one per role, so that every call crosses nodes (manifests.app_role), and the pool
+        # where the meshes put control planes and shared proxies: not the load generator's node.
         *(
             Check(
                 name=f"nodes-{role}",
@@ -451,7 +511,14 @@ def existing_plan(
                 # pkg/cmd/get/get_flags.go (`name` printer).
                 argv=(*k, "get", "nodes", "-l", f"{label}{role}", "-o", "name"),
             )
-            for role in (m.APPS_ROLE, m.LOADGEN_ROLE)
+            for role in m.NODE_ROLES
+        ),
+        Check(
+            name=f"pool-{m.APPS_POOL}",
+            description=f"nodes labelled {m.POOL_LABEL}={m.APPS_POOL}, none of them the load generator's "
+            "(the meshes' control planes and shared proxies run there)",
+            # As above: kubectl v0.35.7 AddLabelSelectorFlagVar and the `name` printer.
+            argv=(*k, "get", "nodes", "-l", f"{m.POOL_LABEL}={m.APPS_POOL}", "-o", "name"),
         ),
     )
     ctx = _mesh_context(
@@ -517,7 +584,13 @@ def existing_plan(
 
 
 def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]) -> TrialPlan:
-    """The commands of one trial: the load runs in the loadgen pod, its JSON comes back on stdout."""
+    """The commands of one trial: the load runs in the loadgen pod, its JSON comes back on stdout.
+
+    The resources are read at the measured window's start and end, when the load generator's marks come
+    on its stderr: on kind, the cgroups inside every node container (`testbed.kube.metrics.NODE_READ`),
+    then the pods' container ids to name them; on `existing`, where the nodes cannot be entered, every
+    node's kubelet (whose figures lag by up to 15 s: `testbed.kube.metrics`).
+    """
     k = kubectl(cluster.context)
     ns = cluster.namespace
     scrapes = tuple(
@@ -528,6 +601,12 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
             timeout_s=SCRAPE_TIMEOUT_S,
         )
         for node in nodes
+    )
+    pods = Step(
+        description="every pod with its containers' ids (containerd://ID), which name the cgroups read",
+        # -A (--all-namespaces) and -o json: kubectl v0.35.7 pkg/cmd/get/get.go.
+        argv=(*k, "get", "pods", "-A", "-o", "json"),
+        timeout_s=SCRAPE_TIMEOUT_S,
     )
     distributed: tuple[str, ...] = ()
     setup: tuple[Step, ...] = ()
@@ -596,13 +675,15 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
         ),
         timeout_s=timeout,
     )
+    kind = bool(cluster.node_containers)
     return TrialPlan(
         setup=setup,
-        scrape_before=scrapes,
         load=load,
-        scrape_after=scrapes,
-        cleanup=cleanup,
+        at_marks=() if kind else scrapes,
         node_containers=cluster.node_containers,
+        node_read=metrics.NODE_READ,
+        after=(pods,) if kind else (),
+        cleanup=cleanup,
     )
 
 
@@ -628,6 +709,7 @@ def _mesh_context(
         target_url=m.service_url(topology.entry, NAMESPACE),
         services=tuple(s.name for s in order),
         callers=(m.LOADGEN_NAME, *(s.name for s in reversed(order) if s.calls)),
+        edges=m.call_edges(topology),
         archive=archive,
     )
 
@@ -768,13 +850,25 @@ def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cool
     title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
     lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
     lines += render_actions(plan.setup)
-    lines += render_actions(plan.scrape_before)
-    if plan.node_containers:
-        lines.append(_node_cpu_line(plan.node_containers))
     lines += render_actions([plan.load])
-    lines += render_actions(plan.scrape_after)
+    lines.append(
+        f"# its stderr is read as it comes: at the line `{marks.PREFIX}{marks.START} UNIX_TIME` and again "
+        f"at `{marks.PREFIX}{marks.END} UNIX_TIME`, the reads below run"
+    )
+    lines += render_actions(plan.at_marks)
     if plan.node_containers:
-        lines.append(_node_cpu_line(plan.node_containers))
+        lines.append(
+            f"# in every kind node container at once (the Docker layer, timeout {SCRAPE_TIMEOUT_S:g} s "
+            "each): the time, the host's /proc/stat, and the cgroup v2 cpu.stat, memory.current and "
+            "memory.stat of the node and of each container (testbed.kube.metrics.NODE_READ)"
+        )
+        lines += [
+            "+ " + shlex.join(("docker", "exec", node, "sh", "-c", plan.node_read))
+            for node in plan.node_containers
+        ]
+    if plan.after:
+        lines.append("# when the load has finished:")
+    lines += render_actions(plan.after)
     lines += render_actions(plan.cleanup)
     return [*lines, ""]
 
@@ -796,11 +890,6 @@ def _sections(sections: Sequence[tuple[str, Sequence[Action]]]) -> list[str]:
         if actions:
             lines += [f"== {title}", *render_actions(actions), ""]
     return lines
-
-
-def _node_cpu_line(containers: Sequence[str]) -> str:
-    nodes = ", ".join(containers)
-    return f"# CPU of each kind node container, kernel work included (Docker, cgroup cpu.stat): {nodes}"
 
 
 def describe_versions(versions: Mapping[str, str]) -> str:

@@ -38,6 +38,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 
 from testbed.errors import TestbedError
+from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.loadgen.result import ShareResult, encode, new_histogram, record
 from testbed.loadgen.schedule import intended_offsets
@@ -353,15 +354,45 @@ def run_local(config: LoadConfig, *, start_delay_s: float = 0.2) -> list[ShareRe
     on_result, results, done = _collector(1)
     runner.register_message(GO, _on_go)
     runner.register_message(RESULT, on_result)
+    announcements: list[gevent.Greenlet] = []
     with _interrupts_to_main_greenlet():
         try:
             runner.start(1, spawn_rate=1)
-            runner.send_message(GO, _go_data(config, 0, 1, time.time() + start_delay_s))
+            t0 = time.time() + start_delay_s
+            runner.send_message(GO, _go_data(config, 0, 1, t0))
+            announcements += _announce_window(config, t0)
             if not done.wait(timeout=_deadline(config)):
                 raise TestbedError("the load generator did not report within its deadline")
-            return _shares(results)
+            shares = _shares(results)
+            # The last send is due before the window's end, and its answer may come before it too.
+            gevent.joinall(announcements)
+            return shares
         finally:
+            gevent.killall(announcements)
             runner.quit()
+
+
+def _announce_window(config: LoadConfig, t0_wall: float) -> list[gevent.Greenlet]:
+    """A line on stderr when the measured window starts and one when it ends (`testbed.loadgen.marks`).
+
+    The shares start their schedules at `t0_wall` and measure from `t0_wall + warmup_s` for `duration_s`
+    (`_Share`): the coordinating process knows both edges, and whoever runs it (kind: the platform, over
+    `kubectl exec`) reads its own counters when the lines come.
+    """
+    start = t0_wall + config.warmup_s
+    end = start + config.duration_s
+    return [
+        gevent.spawn_later(max(0.0, at - time.time()), _print_mark, edge, at)
+        for edge, at in ((marks.START, start), (marks.END, end))
+    ]
+
+
+def _print_mark(edge: str, at: float) -> None:
+    # libev times `spawn_later` from its cached loop time, which lags while the loop is busy (Locust's
+    # start-up): the timer can fire early, so the rest of the wait is slept here. Never before the edge.
+    while (left := at - time.time()) > 0:
+        gevent.sleep(left)
+    print(marks.line(edge, at), file=sys.stderr, flush=True)
 
 
 def _go_data(config: LoadConfig, share: int, shares: int, t0: float) -> dict[str, Any]:
@@ -383,6 +414,7 @@ def run_master(
     runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=bind_port)
     on_result, results, done = _collector(workers)
     runner.register_message(RESULT, on_result)
+    announcements: list[gevent.Greenlet] = []
     with _interrupts_to_main_greenlet():
         try:
             on_listening()
@@ -400,12 +432,16 @@ def run_master(
             t0 = time.time() + start_delay_s
             for share, client_id in enumerate(client_ids):
                 runner.send_message(GO, _go_data(config, share, workers, t0), client_id=client_id)
+            announcements += _announce_window(config, t0)
             if not done.wait(timeout=_deadline(config) + start_delay_s):
                 raise TestbedError(
                     f"only {len(results)} of {workers} load generator workers reported in time"
                 )
-            return _shares(results)
+            shares = _shares(results)
+            gevent.joinall(announcements)  # as in `run_local`: the end mark is never left out
+            return shares
         finally:
+            gevent.killall(announcements)
             runner.quit()
 
 

@@ -25,8 +25,8 @@ PROBE_NAMESPACE = "testbed-plain"
 PROBE_DEPLOYMENT = "probe"
 #: Seconds the probe waits for a plaintext answer; silence until then counts as refused.
 PROBE_TIMEOUT_S = 5.0
-#: Linkerd answers an unauthenticated request that its `all-authenticated` policy denies with a 403
-#: (linkerd2-proxy release/v2.366.0 linkerd/app/inbound/src/http/server.rs: HttpRouteUnauthorized ->
+#: Linkerd answers an unauthenticated request that the app port's authenticated-only policy denies with a
+#: 403 (linkerd2-proxy release/v2.366.0 linkerd/app/inbound/src/http/server.rs: HttpRouteUnauthorized ->
 #: permission_denied); Envoy and ztunnel refuse plaintext at the connection instead.
 LINKERD_REFUSAL_STATUSES = frozenset({403})
 
@@ -118,6 +118,31 @@ def ztunnel_workloads_argv(context: str, namespace: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+#: Where the ztunnel DaemonSet runs and how its pods are labelled (istio/istio 1.30.3
+#: manifests/charts/ztunnel/templates/daemonset.yaml: `app: ztunnel`; the ambient profile's namespace).
+ZTUNNEL_NAMESPACE = "istio-system"
+ZTUNNEL_SELECTOR = "app=ztunnel"
+#: ztunnel's Prometheus endpoint, on every address of the pod (istio/ztunnel a45c62f8 src/config.rs
+#: DEFAULT_STATS_PORT; src/metrics/server.rs serves `/metrics` and `/stats/prometheus` there).
+ZTUNNEL_STATS_PORT = 15020
+
+
+def ztunnel_metrics_argv(context: str) -> tuple[str, ...]:
+    """The Prometheus metrics of every ztunnel pod, each after istioctl's `The result of pod NAME:` header.
+
+    ztunnel has no Envoy, but `envoy-stats` is only a port-forward and a GET: istio/istio 1.30.3
+    istioctl/pkg/proxyconfig/proxyconfig.go setupEnvoyServerStatsConfig (`--output prom`: the path
+    `stats/prometheus`, on `--proxy-admin-port`) and pkg/kube/client.go EnvoyDoWithPort
+    (portForwardRequest), so pointing `--proxy-admin-port` at ztunnel's stats port reads its metrics
+    without `kubectl exec` (its image is distroless). `--selector` picks every ztunnel pod.
+    """
+    return (
+        "istioctl", "--context", context, "--namespace", ZTUNNEL_NAMESPACE,
+        "experimental", "envoy-stats", "--selector", ZTUNNEL_SELECTOR, "--output", "prom",
+        "--proxy-admin-port", str(ZTUNNEL_STATS_PORT),
+    )  # fmt: skip
+
+
 def linkerd_metrics_argv(context: str, namespace: str, deployment: str) -> tuple[str, ...]:
     """The linkerd-proxy metrics of a deployment's pods.
 
@@ -130,12 +155,16 @@ def linkerd_metrics_argv(context: str, namespace: str, deployment: str) -> tuple
     )  # fmt: skip
 
 
-def linkerd_check_argv(context: str, namespace: str) -> tuple[str, ...]:
+def linkerd_check_argv(context: str, namespace: str, *, wait_s: int) -> tuple[str, ...]:
     """Linkerd's own data-plane checks (it exits 1 when one fails: parse its stdout all the same).
 
-    linkerd/linkerd2 edge-26.8.3 cli/cmd/check.go (`--proxy`, `--namespace`, table output by default).
+    linkerd/linkerd2 edge-26.8.3 cli/cmd/check.go (`--proxy`, `--namespace`, table output by default;
+    `--wait`, a Go duration, default 300s, how long failing checks are retried): `wait_s` must end before
+    the step's own timeout, or the step is killed before linkerd prints which check failed.
     """
-    return ("linkerd", "--context", context, "check", "--proxy", "--namespace", namespace)
+    return (
+        "linkerd", "--context", context, "check", "--proxy", "--namespace", namespace, "--wait", f"{wait_s}s",
+    )  # fmt: skip
 
 
 def cilium_status_argv(context: str) -> tuple[str, ...]:
@@ -146,6 +175,37 @@ def cilium_status_argv(context: str) -> tuple[str, ...]:
     return (
         "kubectl", "--context", context, "--namespace", "kube-system",
         "exec", "ds/cilium", "--container", "cilium-agent", "--", "cilium-dbg", "status",
+    )  # fmt: skip
+
+
+#: The cilium-agent's API socket: defaults.SockPath = RuntimePath + "/cilium.sock", RuntimePath
+#: "/var/run/cilium" (cilium/cilium pkg/defaults/defaults.go, as vendored by cilium/cilium-cli v0.19.7); the
+#: chart mounts it from the node, hostPath `daemon.runPath` = "/var/run/cilium" (cilium/charts
+#: cilium-1.20.0.tgz, cilium/values.yaml and templates/cilium-agent/daemonset.yaml, volume cilium-run).
+CILIUM_SOCKET = "/var/run/cilium/cilium.sock"
+
+
+def cilium_debuginfo_argv(node: str) -> tuple[str, ...]:
+    """The cilium-agent's debug information (JSON) on one kind node, read from its API socket in the node.
+
+    The one agent API that lists each WireGuard peer with its transfer counters: the debuginfo handler
+    calls `wireguardAgent.Status(true)` (with peers; `transfer-rx`, `transfer-tx`: api/v1/models/
+    wireguard_peer.go), while `cilium-dbg status` calls `Status(false)` (cilium/cilium
+    pkg/status/status_collector.go, probe "encryption") and prints only the peer count. `GET /v1/debuginfo`:
+    api/v1/client/cilium_api_client.go DefaultBasePath "/v1" and client/daemon/daemon_client.go
+    GetDebuginfo PathPattern "/debuginfo" (vendored by cilium/cilium-cli v0.19.7); `cilium-dbg debuginfo
+    --output json` prints the same model (cilium-dbg/cmd/debuginfo.go).
+
+    Through the node container, not `kubectl exec ds/cilium` (which picks one agent, whatever its node):
+    kind's nodes are Docker containers named after the nodes (testbed.kube.plan.kind_nodes), whose image
+    has curl (kubernetes-sigs/kind v0.32.0 images/base/Dockerfile: `clean-install ... curl jq procps`).
+    `docker exec CONTAINER COMMAND [ARG...]` takes no flag after the container (docker/cli v28.0.0
+    cli/command/container/exec.go: SetInterspersed(false)); curl's --silent, --show-error, --max-time and
+    --unix-socket (curl/curl docs/cmdline-opts/{silent,show-error,max-time,unix-socket}.md; since 7.40.0).
+    """
+    return (
+        "docker", "exec", node, "curl", "--silent", "--show-error", "--max-time", "30",
+        "--unix-socket", CILIUM_SOCKET, "http://localhost/v1/debuginfo",
     )  # fmt: skip
 
 
@@ -266,7 +326,7 @@ def plaintext_refused(text: str, *, refusal_statuses: Iterable[int] = ()) -> Che
             name,
             f"plaintext GET {url} from an un-meshed pod was answered HTTP {status}: the mesh accepts "
             "plaintext; enforce mTLS (Istio: PeerAuthentication STRICT; Linkerd: "
-            "config.linkerd.io/default-inbound-policy: all-authenticated)",
+            "config.linkerd.io/proxy-require-identity-inbound-ports: the app port)",
             data,
         )
     if isinstance(outcome, str) and outcome in _REFUSED:
@@ -349,12 +409,167 @@ def istio_ambient_hbone(text: str, *, namespace: str, workloads: Sequence[str]) 
     )
 
 
+def ztunnel_mtls(text: str, *, namespace: str, workloads: Sequence[str]) -> Check:
+    """ztunnel accepted connections into every one of `workloads` over mutual TLS, and no plaintext one.
+
+    Reads ztunnel's own metrics (`ztunnel_metrics_argv`) as the receiving side reports them
+    (reporter="destination"): istio/ztunnel a45c62f8 src/proxy/inbound.rs records an HBONE connection as
+    `connection_security_policy="mutual_tls"`, src/proxy/inbound_passthrough.rs a plaintext one as
+    "unknown". Every connection counts in `istio_tcp_connections_opened_total` when it opens, even one
+    that policy then denies; a denied one (the plaintext probe under STRICT) also counts in
+    `istio_tcp_connections_failed_total` (src/proxy/metrics.rs ConnectionResultBuilder::build and
+    record_internal), so plaintext that got through is what was opened and did not fail.
+    """
+    name = "ztunnel-mtls"
+    samples = _prometheus(text, pod_header=_ISTIO_POD)
+    pods = sorted({s.pod for s in samples if s.pod})
+
+    def inbound(metric: str) -> list[_Sample]:
+        return [
+            s
+            for s in samples
+            if s.name == metric
+            and s.labels.get("reporter") == "destination"
+            and s.labels.get("destination_workload_namespace") == namespace
+            and s.value > 0
+        ]
+
+    def edge(s: _Sample) -> str:
+        return f"{s.labels.get('source_workload', '?')}->{s.labels.get('destination_workload', '?')}"
+
+    mtls: Counter[str] = Counter()
+    edges: Counter[str] = Counter()
+    plain: Counter[str] = Counter()
+    opened = inbound("istio_tcp_connections_opened_total")
+    for s in opened:
+        policy = s.labels.get("connection_security_policy", "missing")
+        if policy == "mutual_tls":
+            mtls[s.labels.get("destination_workload", "?")] += int(s.value)
+            edges[edge(s)] += int(s.value)
+        else:
+            plain[f"{edge(s)} ({policy})"] += int(s.value)
+    for s in inbound("istio_tcp_connections_failed_total"):
+        policy = s.labels.get("connection_security_policy", "missing")
+        if policy != "mutual_tls":
+            plain[f"{edge(s)} ({policy})"] -= int(s.value)
+    accepted = {edge: n for edge, n in plain.items() if n > 0}
+    data = {
+        "namespace": namespace,
+        "pods": pods,
+        "mtls_connections_by_workload": {w: mtls[w] for w in workloads},
+        "mtls_connections_by_edge": dict(edges),
+        "plaintext_accepted": accepted,
+    }
+    if not samples:
+        return _fail(name, f"no Prometheus samples in the istioctl output {_quote(text)}", data)
+    if not opened:
+        return _fail(
+            name,
+            f"no istio_tcp_connections_opened_total with reporter=destination into namespace {namespace} in "
+            f"the metrics of {len(pods)} ztunnel pod(s) ({', '.join(pods) or 'none'}): read them after "
+            "traffic; is the namespace labelled istio.io/dataplane-mode=ambient?",
+            data,
+        )
+    if accepted:
+        return _fail(
+            name,
+            f"ztunnel accepted {sum(accepted.values())} plaintext connection(s) into namespace {namespace}: "
+            f"{_counts(accepted)}; is PeerAuthentication STRICT (kubectl get peerauthentication -A)?",
+            data,
+        )
+    missing = [w for w in workloads if not mtls[w]]
+    if not workloads or missing:
+        return _fail(
+            name,
+            f"ztunnel accepted no mutual TLS connection into {', '.join(missing) or 'any workload'} in "
+            f"namespace {namespace} (it did into: {', '.join(sorted(mtls)) or 'none'}): did the load reach "
+            "them?",
+            data,
+        )
+    return Check(
+        name=name,
+        passed=True,
+        detail=f"ztunnel accepted {sum(mtls.values())} connections into namespace {namespace}, all "
+        f"mutual_tls: {_counts(edges)}",
+        data=data,
+    )
+
+
+def istio_waypoint_mtls(text: str, *, namespace: str, services: Sequence[str]) -> Check:
+    """The waypoint served requests to every one of `services`, each from a client over mutual TLS.
+
+    Reads the waypoint Envoy's `istio_requests_total{reporter="waypoint"}`: istio/proxy 81864a1c (the
+    proxy SHA in istio 1.30.3 istio.deps) source/extensions/filters/http/istio_stats/istio_stats.cc
+    (Reporter::ServerGateway, tagged `waypoint`; `mutual_tls` when both the peer's and the waypoint's
+    certificates are known, else `none`) and testdata/metric/server_waypoint_proxy_connect_request_total
+    .yaml.tmpl. The Service is `destination_service_name` (the host the client called).
+    """
+    name = "waypoint-mtls"
+    samples = _prometheus(text, pod_header=_ISTIO_POD)
+    pods = sorted({s.pod for s in samples if s.pod})
+    served = [
+        s
+        for s in samples
+        if s.name == "istio_requests_total"
+        and s.labels.get("reporter") == "waypoint"
+        and s.labels.get("destination_service_namespace") == namespace
+        and s.value > 0
+    ]
+    by_service: Counter[str] = Counter()
+    edges: Counter[str] = Counter()
+    plain: Counter[str] = Counter()
+    for s in served:
+        service = s.labels.get("destination_service_name", "?")
+        edge = f"{s.labels.get('source_workload', '?')}->{service}"
+        policy = s.labels.get("connection_security_policy", "missing")
+        if policy == "mutual_tls":
+            by_service[service] += int(s.value)
+            edges[edge] += int(s.value)
+        else:
+            plain[f"{edge} ({policy})"] += int(s.value)
+    data = {
+        "namespace": namespace,
+        "pods": pods,
+        "requests_by_service": {s: by_service[s] for s in services},
+        "requests_by_edge": dict(edges),
+    }
+    if not samples:
+        return _fail(name, f"no Prometheus samples in the istioctl output {_quote(text)}", data)
+    if plain:
+        return _fail(
+            name,
+            f"the waypoint served {sum(plain.values())} request(s) into namespace {namespace} without "
+            f"mutual TLS: {_counts(plain)}",
+            data,
+        )
+    missing = [s for s in services if not by_service[s]]
+    if not services or missing:
+        return _fail(
+            name,
+            f"no request to {', '.join(missing) or 'any service'} in namespace {namespace} went through the "
+            f"waypoint (istio_requests_total with reporter=waypoint in the stats of "
+            f"{', '.join(pods) or 'no pod'}): is the namespace labelled istio.io/use-waypoint?",
+            data,
+        )
+    return Check(
+        name=name,
+        passed=True,
+        detail=f"the waypoint served {sum(by_service.values())} requests into namespace {namespace}, all "
+        f"mutual_tls: {_counts(edges)}",
+        data=data,
+    )
+
+
 def linkerd_proxy_tls(text: str, *, namespace: str) -> Check:
     """The linkerd-proxies sent every request and connection to `namespace` over mTLS, and sent some.
 
     Reads the outbound `request_total` and `tcp_open_total` series whose endpoint is in `namespace`
     (dst_namespace): tls="true" with a server_id naming the destination's service account, never
     tls="no_identity" (linkerd2-proxy release/v2.366.0 linkerd/app/core/src/transport/labels.rs).
+    A pod header followed by no sample means that the admin port answered without metrics: the CLI
+    prints the body of the port-forwarded GET /metrics whatever its status (linkerd/linkerd2 edge-26.8.3
+    pkg/k8s/metrics.go getResponse), and a 403 of the proxy's policy has an empty body (linkerd2-proxy
+    linkerd/app/core/src/errors/respond.rs), while a proxy's own metrics are never empty.
     """
     name = "linkerd-proxy-tls"
     errors = [
@@ -395,8 +610,11 @@ def linkerd_proxy_tls(text: str, *, namespace: str) -> Check:
         "tls_requests_by_destination": dict(requests),
         "not_tls": dict(untrusted),
     }
-    if errors:
-        return _fail(name, f"linkerd could not read the proxy metrics: {'; '.join(errors)}", data)
+    sampled = {s.pod for s in samples}
+    silent = [pod for pod in pods if pod not in sampled]
+    unread = _linkerd_unread(errors, silent, namespace)
+    if unread is not None:
+        return _fail(name, unread, data | {"refused_metrics": silent})
     if not pods:
         return _fail(
             name,
@@ -429,6 +647,21 @@ def linkerd_proxy_tls(text: str, *, namespace: str) -> Check:
         f"destination's identity: {_counts(requests)}",
         data=data,
     )
+
+
+def _linkerd_unread(errors: Sequence[str], silent: Sequence[str], namespace: str) -> str | None:
+    """Why some proxies' metrics could not be read: the CLI's `# ERROR` lines, or pods that answered none."""
+    if errors:
+        return f"linkerd could not read the proxy metrics: {'; '.join(errors)}"
+    if silent:
+        # `linkerd diagnostics policy -n NS po/POD PORT`: linkerd/linkerd2 edge-26.8.3 cli/cmd/policy.go.
+        return (
+            f"the admin port (4191) of {', '.join(silent)} refused the metrics request (the answer held no "
+            "metrics: a 403 with an empty body when the inbound policy of the pod covers the admin port, "
+            "e.g. config.linkerd.io/default-inbound-policy: all-authenticated); check with "
+            f"`linkerd diagnostics policy -n {namespace} po/POD 4191`"
+        )
+    return None
 
 
 def linkerd_check_proxy(text: str) -> Check:
@@ -536,11 +769,167 @@ def cilium_wireguard(text: str, *, nodes: int) -> Check:
     )
 
 
-def cross_node(text: str, *, loadgen: Sequence[str], apps: Sequence[str]) -> Check:
-    """The load generator's pods and the apps' pods run on different nodes (`kubectl get pods -o json`).
+def cilium_unencrypted(text: str) -> Check:
+    """`cilium-plain`: the agent is up (`Cilium: Ok`) and encrypts nothing (`Encryption: Disabled`).
 
-    Only traffic between nodes goes through WireGuard, and a hop between nodes is what a mesh adds
-    latency to in production; pods are matched by their `app` label (testbed/kube/manifests.py).
+    cilium/cilium pkg/client/client.go FormatStatusResponse (`Cilium:\\t%s   %s`, `Encryption:\\t%s\\t%s`);
+    the mode is Disabled when neither IPsec nor WireGuard is enabled (pkg/status/status_collector.go,
+    probe "encryption").
+    """
+    name = "cilium-unencrypted"
+    lines = {m[1]: m[2].strip() for m in re.finditer(r"(?m)^(Cilium|Encryption):\s+(.*)$", text)}
+    cilium, encryption = lines.get("Cilium"), lines.get("Encryption")
+    state = cilium.split()[0] if cilium else None
+    mode = encryption.split()[0] if encryption else None
+    data = {"cilium": cilium, "encryption": mode}
+    if cilium is None or encryption is None:
+        return _fail(
+            name,
+            f"no 'Cilium:' or 'Encryption:' line in the cilium-dbg status output {_quote(text)}: "
+            "is it the cilium-agent's?",
+            data,
+        )
+    if state != "Ok":
+        return _fail(name, f"the cilium-agent is not Ok: Cilium: {cilium}", data)
+    if mode != "Disabled":
+        return _fail(
+            name,
+            f"Cilium encryption is {mode}, not Disabled: the unencrypted baseline would measure encryption "
+            "(install without --set encryption.enabled=true)",
+            data,
+        )
+    return Check(name=name, passed=True, detail=f"Cilium Ok ({cilium}), encryption Disabled", data=data)
+
+
+@dataclass(frozen=True)
+class _WireGuardAgent:
+    """One node's WireGuard device as its cilium-agent reports it: own key, and per peer (rx, tx) bytes."""
+
+    public_key: str
+    peers: dict[str, tuple[int, int]]
+
+
+def _wireguard_agent(text: str) -> _WireGuardAgent | str:
+    """The agent's WireGuard state from `GET /v1/debuginfo`, or what is wrong with the answer.
+
+    DebugInfo.encryption.wireguard (api/v1/models/debug_info.go DebugInfoEncryption) is a WireguardStatus:
+    `interfaces` of WireguardInterface (`public-key`, `peers`), each peer a WireguardPeer (`public-key`,
+    `transfer-rx`, `transfer-tx`, omitted when zero): cilium/cilium api/v1/models/wireguard_*.go.
+    """
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"not JSON ({e.msg}): {_quote(text)}"
+    wireguard = (info.get("encryption") or {}).get("wireguard") if isinstance(info, dict) else None
+    interfaces = (wireguard or {}).get("interfaces") or []
+    if not interfaces:
+        return "no WireGuard interface in the agent's debuginfo (encryption.wireguard is empty)"
+    iface = interfaces[0]
+    peers = {
+        str(p.get("public-key", "")): (int(p.get("transfer-rx") or 0), int(p.get("transfer-tx") or 0))
+        for p in iface.get("peers") or []
+    }
+    return _WireGuardAgent(public_key=str(iface.get("public-key", "")), peers=peers)
+
+
+def cilium_wireguard_transfer(
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    *,
+    pairs: Iterable[tuple[str, str]],
+    min_bytes: int = 1,
+) -> Check:
+    """Every node pair that a hop crosses carried new WireGuard bytes, both ways, seen from both ends.
+
+    `before` and `after` are each node's `GET /v1/debuginfo` (`cilium_debuginfo_argv`) around the
+    verification load; `pairs` are (caller's node, callee's node) of the hops. A peer is told apart by its
+    public key, which each node's own answer gives. For a pair (a, b) the agent on a must have sent to and
+    received from b's key at least `min_bytes` during the load, and the agent on b the same with a's key:
+    the requests went a -> b through WireGuard and the answers came back through it. WireGuard's counters
+    also carry Cilium's own health probes, so `min_bytes` (scaled to the load by the caller) is what
+    tells the load's traffic from the probes'.
+    """
+    name = "cilium-wireguard-transfer"
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})  # both ways are checked
+    agents: dict[str, dict[str, _WireGuardAgent]] = {"before": {}, "after": {}}
+    problems: list[str] = []
+    for when, outputs in (("before", before), ("after", after)):
+        for node, text in sorted(outputs.items()):
+            agent = _wireguard_agent(text)
+            if isinstance(agent, str):
+                problems.append(f"{node} ({when} the load): {agent}")
+            else:
+                agents[when][node] = agent
+    key_of = {node: agent.public_key for node, agent in agents["after"].items()}
+    data: dict[str, Any] = {"pairs": [], "min_bytes": min_bytes, "public_keys": key_of}
+    if problems:
+        return _fail(name, f"cannot read WireGuard's counters: {'; '.join(problems)}", data)
+    if not pairs:
+        return _fail(name, "no hop between two nodes to check: every call stayed on one node", data)
+    # Every agent has a peer for every other node (the one that `cilium-dbg status` counts, by key).
+    unpeered = [
+        f"{node} has no peer for {other}"
+        for node, agent in agents["after"].items()
+        for other, key in key_of.items()
+        if other != node and key not in agent.peers
+    ]
+    if unpeered:
+        return _fail(
+            name, f"WireGuard peers missing: {'; '.join(unpeered)}: traffic to them is not encrypted", data
+        )
+
+    def delta(node: str, peer: str) -> tuple[int, int] | str:
+        if node not in agents["after"] or node not in agents["before"]:
+            return f"no debuginfo from node {node}"
+        if peer not in key_of:
+            return f"no debuginfo from node {peer}, so its key is unknown"
+        key = key_of[peer]
+        now, then = agents["after"][node].peers.get(key), agents["before"][node].peers.get(key)
+        if now is None or then is None:
+            when = "after" if now is None else "before"
+            return f"{node} has no WireGuard peer for {peer} ({when} the load)"
+        rx, tx = now[0] - then[0], now[1] - then[1]
+        if rx < 0 or tx < 0:
+            return f"{node}'s counters for {peer} went back (the agent or the peer was restarted)"
+        return rx, tx
+
+    short: list[str] = []
+    for a, b in pairs:
+        ab, ba = delta(a, b), delta(b, a)
+        entry: dict[str, Any] = {"nodes": [a, b]}
+        for node, peer, got in ((a, b, ab), (b, a, ba)):
+            if isinstance(got, str):
+                short.append(got)
+                continue
+            rx, tx = got
+            entry[f"{node}->{peer}"] = {"tx_bytes": tx, "rx_bytes": rx}
+            if tx < min_bytes or rx < min_bytes:
+                short.append(f"{node} sent {tx} B to and received {rx} B from {peer} (need {min_bytes} each)")
+        data["pairs"].append(entry)
+    if short:
+        return _fail(
+            name,
+            f"WireGuard did not carry the load on every crossing hop: {'; '.join(short)}; traffic that "
+            "bypasses WireGuard between nodes is not encrypted (encryption.type=wireguard on every agent?)",
+            data,
+        )
+    described = ", ".join(f"{a}<->{b}" for a, b in pairs)
+    return Check(
+        name=name,
+        passed=True,
+        detail=f"WireGuard carried the load both ways on every node pair a hop crosses ({described}), "
+        f"at least {min_bytes} B each way, seen from both ends",
+        data=data,
+    )
+
+
+def cross_node(text: str, *, edges: Sequence[tuple[str, str]]) -> Check:
+    """Every call's caller and callee run on different nodes (`kubectl get pods -o json`).
+
+    `edges` are (caller, callee) Deployments, the load generator's call to the entry included. Only
+    traffic between nodes goes through WireGuard, and a hop between nodes is what a mesh adds latency to
+    in production; pods are matched by their `app` label (testbed/kube/manifests.py). `data["edges"]`
+    gives each call's node pair, for the checks that look for encrypted traffic between those nodes.
     """
     name = "cross-node"
     try:
@@ -554,29 +943,34 @@ def cross_node(text: str, *, loadgen: Sequence[str], apps: Sequence[str]) -> Che
         if status.get("phase") != "Running" or meta.get("deletionTimestamp") or not spec.get("nodeName"):
             continue
         nodes.setdefault(meta.get("labels", {}).get("app", ""), []).append(spec["nodeName"])
-    data = {"nodes": {app: sorted(n) for app, n in nodes.items() if app}}
-    absent = [a for a in (*loadgen, *apps) if a not in nodes]
+    data: dict[str, Any] = {"nodes": {app: sorted(n) for app, n in nodes.items() if app}, "edges": []}
+    if not edges:
+        return _fail(name, "no calls to check (the topology's call graph is empty)", data)
+    absent = [a for a in dict.fromkeys(a for edge in edges for a in edge) if a not in nodes]
     if absent:
         return _fail(
             name, f"no running pod of {', '.join(absent)} (kubectl get pods -o wide shows why)", data
         )
-    client_nodes = {n for a in loadgen for n in nodes[a]}
-    app_nodes = {n for a in apps for n in nodes[a]}
-    shared = sorted(client_nodes & app_nodes)
-    if shared:
+    same: list[str] = []
+    for caller, callee in edges:
+        # One pair per pod pair: normally one pod each; during a rollout every pair must cross too.
+        for caller_node in sorted(set(nodes[caller])):
+            for callee_node in sorted(set(nodes[callee])):
+                pair = {"caller_node": caller_node, "callee_node": callee_node}
+                data["edges"].append({"caller": caller, "callee": callee, **pair})
+                if caller_node == callee_node:
+                    same.append(f"{caller} -> {callee} on {caller_node}")
+    if same:
         return _fail(
             name,
-            f"the load generator and the apps share node {', '.join(shared)}: calls between them never "
-            "leave the node (check the workers' testbed.io/role labels and the pods' nodeSelector)",
+            f"{len(same)} call(s) never leave their node: {', '.join(same)} (check the workers' "
+            "testbed.io/role labels and the pods' nodeSelector)",
             data,
         )
-    return Check(
-        name=name,
-        passed=True,
-        detail=f"load generator on {', '.join(sorted(client_nodes))}, apps on "
-        f"{', '.join(sorted(app_nodes))}: every request from the load generator crosses nodes",
-        data=data,
+    hops = ", ".join(
+        f"{e['caller']} -> {e['callee']} ({e['caller_node']} -> {e['callee_node']})" for e in data["edges"]
     )
+    return Check(name=name, passed=True, detail=f"every call crosses nodes: {hops}", data=data)
 
 
 # --- The evidence ----------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ class KubeMesh(Protocol):
     tools: tuple[str, ...]
     #: The mesh brings its own CNI (Cilium): the kind cluster is created without one, and without `--wait`.
     replaces_cni: bool
+    #: Its install can run again on a cluster where it ran (`--reuse`); False: the kind platform refuses
+    #: `--reuse` with this mesh before anything runs.
+    supports_reuse: bool
     #: What enrols the app namespace and its pods (e.g. `istio-injection: enabled`, `linkerd.io/inject`).
     namespace_labels: Mapping[str, str]
     namespace_annotations: Mapping[str, str]
@@ -63,6 +66,7 @@ class NoMesh:
     config = "none"
     tools: tuple[str, ...] = ()
     replaces_cni = False
+    supports_reuse = True  # nothing to install
     namespace_labels: Mapping[str, str] = {}
     namespace_annotations: Mapping[str, str] = {}
     pod_annotations: Mapping[str, str] = {}
@@ -89,6 +93,7 @@ KUBE_MESHES: dict[str, KubeMesh] = {
     "istio": IstioSidecar(),
     "istio-ambient": IstioAmbient(),
     "linkerd": Linkerd(),
+    "cilium-plain": Cilium(encrypted=False),
     "cilium": Cilium(),
 }
 

@@ -4,10 +4,13 @@ Open-source Linkerd ships edge releases only. The install is the CLI's: the Gate
 `linkerd install --crds` requires at this version), Linkerd's CRDs, then the control plane with a trust
 anchor and issuer made here (`testbed.meshes.linkerd_certs`: ECDSA P-256, the CA constraints Linkerd
 checks), each `linkerd install | kubectl apply -f -` run as two commands (`Pipe`), no shell. Meshed pods
-always talk mTLS to each other; the app namespace's `config.linkerd.io/default-inbound-policy:
-all-authenticated` makes the proxies refuse clients without a mesh identity too (Linkerd's default,
-all-unauthenticated, would serve a plaintext client). Verification: `linkerd check --proxy`, the callers'
-proxies report `tls="true"` with the callee's identity, and a plaintext request is refused (403).
+always talk mTLS to each other; the app namespace's `config.linkerd.io/proxy-require-identity-inbound-ports`
+(the app port) makes the proxies refuse clients without a mesh identity there too (Linkerd's default,
+all-unauthenticated, would serve a plaintext client), and leaves the proxies' admin port open to
+`linkerd diagnostics proxy-metrics` (`testbed.meshes.kube_resources`). Verification: `linkerd check
+--proxy`, the callers' proxies report `tls="true"` with the callee's identity, and a plaintext request is
+refused (403). The control plane runs on the app workers (`SHARED_NODE_SELECTOR`), off the load
+generator's node. `--reuse` is refused: `linkerd install` stops on a cluster where it ran already.
 
 Fairness. Access logs are off (the chart's values.yaml has no `proxy.accessLog`, so
 charts/partials/templates/_proxy.tpl sets no LINKERD2_PROXY_ACCESS_LOG) and nothing traces without the
@@ -31,6 +34,8 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from testbed.errors import UsageError
+from testbed.kube.manifests import SHARED_NODE_SELECTOR
 from testbed.kube.plan import Action, MakeFiles, MeshContext, Pipe, Step
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.kube_resources import namespace_metadata
@@ -44,6 +49,9 @@ PROXY_CPU_REQUEST = "100m"
 #: `linkerd check --wait`: how long the control plane may take to pass every check.
 CHECK_WAIT = "5m"
 CHECK_TIMEOUT_S = 360.0
+#: `linkerd check --proxy --wait`: it retries failing checks until then (default 300 s), so it must give up
+#: before its verify step is killed (kube_verify.CHECK_TIMEOUT_S) to print which check failed.
+CHECK_PROXY_WAIT_S = int(kube_verify.CHECK_TIMEOUT_S) - 15
 
 CHECK_PROXY = "linkerd check --proxy for the app namespace: every data-plane check must pass"
 #: One command per caller; `evidence` reads them together.
@@ -53,6 +61,23 @@ METRICS = "the linkerd-proxy metrics of {}: its calls must be tls=true to the ca
 def linkerd(ctx: MeshContext, *args: str) -> tuple[str, ...]:
     # --context: a persistent flag of the root command (cli/cmd/root.go).
     return ("linkerd", "--context", ctx.context, *args)
+
+
+def helm_set_string(values: Mapping[str, str], prefix: str) -> tuple[str, ...]:
+    """`--set-string prefix.KEY=VALUE` per entry, the dots in each key escaped so that it stays one key.
+
+    `linkerd install --set-string` is Helm's (linkerd/linkerd2 edge-26.8.3 pkg/flags/flags.go
+    AddValueOptionsFlags; helm.sh/helm/v3 v3.21.4, its go.mod): pkg/cli/values/options.go MergeValues ->
+    pkg/strvals/parser.go ParseIntoString, every value a string (a label value `true` stays one); its key
+    parser splits on `.` and takes the rune after a backslash literally (runesUntil).
+    """
+    args: list[str] = []
+    for key, value in values.items():
+        if any(c in key + value for c in ",=[]\\"):
+            raise UsageError(f"cannot pass {key}={value} through --set-string: it holds one of , = [ ] \\")
+        escaped = key.replace(".", "\\.")
+        args += ["--set-string", f"{prefix}.{escaped}={value}"]
+    return tuple(args)
 
 
 def apply_stdin(ctx: MeshContext, description: str, timeout_s: float = 300.0) -> Step:
@@ -68,6 +93,11 @@ class Linkerd:
     config = "linkerd"
     tools: tuple[str, ...] = ("linkerd",)
     replaces_cni = False
+    # cli/cmd/install.go (checkNoConfig, installControlPlane): `linkerd install`, with --crds too, exits 1
+    # with "Can't install the Linkerd control plane in the 'linkerd' namespace. Reason: ConfigMap/
+    # linkerd-config already exists" once it ran; and each run makes a new trust anchor, which a `linkerd
+    # upgrade` would have to roll out to every running proxy.
+    supports_reuse = False
     namespace_labels: Mapping[str, str] = namespace_metadata("linkerd")[0]
     namespace_annotations: Mapping[str, str] = namespace_metadata("linkerd")[1]
     pod_annotations: Mapping[str, str] = {}
@@ -143,6 +173,12 @@ class Linkerd:
                         PROXY_CPU_REQUEST,
                         # cli/cmd/options.go makeInstallUpgradeFlags: values.DisableHeartBeat.
                         "--disable-heartbeat",
+                        # The control plane off the load generator's node: the chart's top-level
+                        # `nodeSelector` (charts/linkerd-control-plane/values.yaml, default
+                        # kubernetes.io/os: linux, kept: Helm merges maps) goes through
+                        # charts/partials/templates/_nodeselector.tpl into destination.yaml,
+                        # identity.yaml and proxy-injector.yaml (and heartbeat.yaml, disabled above).
+                        *helm_set_string(SHARED_NODE_SELECTOR, "nodeSelector"),
                     ),
                     timeout_s=120.0,
                 ),
@@ -163,7 +199,7 @@ class Linkerd:
             kube_verify.check_step(
                 ctx,
                 CHECK_PROXY,
-                evidence.linkerd_check_argv(ctx.context, ctx.namespace),
+                evidence.linkerd_check_argv(ctx.context, ctx.namespace, wait_s=CHECK_PROXY_WAIT_S),
                 "linkerd-check-proxy.txt",
             ),
             *(
@@ -191,7 +227,12 @@ class Linkerd:
             kube_verify.cross_node(outputs, ctx),
         ]
         evidence.require(self.name, checks)
-        extra = {"default_inbound_policy": "all-authenticated", "proxy_cores": PROXY_CORES}
+        annotations = self.namespace_annotations
+        extra = {
+            "default_inbound_policy": annotations["config.linkerd.io/default-inbound-policy"],
+            "require_identity_ports": annotations["config.linkerd.io/proxy-require-identity-inbound-ports"],
+            "proxy_cores": PROXY_CORES,
+        }
         return evidence.verify(self.name, checks) | extra
 
     def versions(self, versions: Versions) -> dict[str, str]:

@@ -18,8 +18,8 @@ and `pilot.traceSampling: 100`):
 - Prometheus metrics stay on (`telemetry.v2.prometheus.enabled`): verification reads them.
 - mTLS is PERMISSIVE until `peer_authentication()` makes it STRICT.
 
-The ambient waypoint variant needs nothing here: `istioctl waypoint apply --enroll-namespace` creates
-the Gateway and labels the namespace.
+The ambient waypoint variant needs nothing here: `istioctl waypoint apply` creates the Gateway, and
+`kube_istio` labels the namespace `istio.io/use-waypoint` once the waypoint's Deployment is rolled out.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Literal
 
 from testbed.errors import UsageError
 from testbed.kube.manifests import (
+    APP_PORT,
     LOADGEN_ROLE,
     PART_OF,
     ROLE_LABEL,
@@ -48,9 +49,20 @@ PeerAuthenticationMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 # - istio-ambient: `istio.io/dataplane-mode=ambient` (label.IoIstioDataplaneMode and
 #   constants.DataplaneModeAmbient; istioctl/pkg/waypoint/waypoint.go checks for it).
 # - linkerd: linkerd/linkerd2 edge-26.8.3 pkg/k8s/labels.go: ProxyInjectAnnotation `linkerd.io/inject`
-#   = `enabled`; ProxyDefaultInboundPolicyAnnotation `config.linkerd.io/default-inbound-policy`, which
-#   the injector reads from the namespace as a default for its pods (pkg/inject/inject.go nsAnnotations);
-#   `all-authenticated` admits only meshed (mTLS) clients (default: all-unauthenticated).
+#   = `enabled`; the injector copies the namespace's `config.linkerd.io/*` annotations onto each pod
+#   (pkg/inject/inject.go ProxyAnnotations, AppendNamespaceAnnotations), where the policy controller reads
+#   them (policy-controller/k8s/index/src/inbound/workload.rs Settings::from_metadata). The app port alone
+#   requires a mesh identity: `config.linkerd.io/proxy-require-identity-inbound-ports` turns that port's
+#   default policy into authenticated-only (index.rs default_inbound_server: `require_id_ports`), while
+#   every other port keeps `all-unauthenticated` (the chart's proxy.defaultInboundPolicy, said explicitly
+#   so that a cluster with another default changes nothing). Not `default-inbound-policy:
+#   all-authenticated` for the whole pod: the proxy puts its admin port 4191 under the same policy
+#   (linkerd2-proxy release/v2.366.0 linkerd/app/src/env.rs: "Ensure that the admin server port is
+#   included in policy discovery"; linkerd/app/admin/src/stack.rs NewHttpPolicy), so `linkerd diagnostics
+#   proxy-metrics`, a port-forward with no mesh identity, would get a 403 with an empty body (linkerd/
+#   linkerd2 issue 10691). The kubelet's probes of the app port still pass: the policy controller adds a
+#   route for the pod's probe paths that admits unauthenticated clients from `probeNetworks` (index.rs
+#   default_inbound_http_routes; charts/linkerd-control-plane/values.yaml probeNetworks 0.0.0.0/0).
 # - cilium: WireGuard transparent encryption is node-wide (Helm `encryption.*`): nothing per namespace.
 #   (The beta ztunnel mode's `io.cilium/mtls-enabled` label is not used.)
 _NAMESPACE_METADATA: dict[str, tuple[dict[str, str], dict[str, str]]] = {
@@ -59,8 +71,13 @@ _NAMESPACE_METADATA: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "istio-ambient": ({"istio.io/dataplane-mode": "ambient"}, {}),
     "linkerd": (
         {},
-        {"linkerd.io/inject": "enabled", "config.linkerd.io/default-inbound-policy": "all-authenticated"},
+        {
+            "linkerd.io/inject": "enabled",
+            "config.linkerd.io/default-inbound-policy": "all-unauthenticated",
+            "config.linkerd.io/proxy-require-identity-inbound-ports": str(APP_PORT),
+        },
     ),
+    "cilium-plain": ({}, {}),
     "cilium": ({}, {}),
 }
 

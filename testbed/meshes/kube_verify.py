@@ -28,7 +28,7 @@ CHECK_TIMEOUT_S = 60.0
 
 LOAD = "a short load through every hop (20 rps for 3 s): every request answered, and traffic for the checks"
 PROBE = "a plaintext GET of the entry service from the un-meshed probe pod: the mesh must refuse it"
-PODS = "the app namespace's pods and their nodes: the load generator's calls must cross nodes"
+PODS = "the app namespace's pods and their nodes: every call must cross nodes"
 
 
 def verify_dir(ctx: MeshContext) -> Path:
@@ -159,5 +159,11 @@ def pods(ctx: MeshContext) -> Step:
     return check_step(ctx, PODS, evidence.pods_argv(ctx.context, ctx.namespace), "pods.json")
 
 
+def edges(ctx: MeshContext) -> list[tuple[str, str]]:
+    """Every call as (caller, callee) Deployments: the load generator's to the entry, then each service's."""
+    return list(ctx.edges)
+
+
 def cross_node(outputs: Mapping[str, str], ctx: MeshContext) -> Check:
-    return evidence.cross_node(outputs.get(PODS, ""), loadgen=[m.LOADGEN_NAME], apps=ctx.services)
+    """Every call of the topology crosses nodes; `data["edges"]` has each call's node pair."""
+    return evidence.cross_node(outputs.get(PODS, ""), edges=edges(ctx))

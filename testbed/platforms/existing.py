@@ -37,8 +37,8 @@ class ExistingPlatform(KubePlatform):
     ) -> None:
         super().__init__(keep=keep, loadgen_workers=loadgen_workers, waypoint=waypoint, versions=versions)
         self.context = context
-        self.image = image or kp.image_tag()
-        self._nodes: dict[str, list[str]] = {}  # by role, found by preflight
+        self.image = image or kp.image_tag(self.pins.python_image)
+        self._nodes: dict[str, list[str]] = {}  # by role and "pool", found by preflight
 
     def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
         return kp.existing_plan(
@@ -74,9 +74,28 @@ class ExistingPlatform(KubePlatform):
                 raise UsageError(
                     f"no node of context {self.context} is labelled {m.ROLE_LABEL}={role}: label one with "
                     f"`kubectl --context {self.context} label node NODE {m.ROLE_LABEL}={role}` "
-                    f"(one node for {m.APPS_ROLE}, another for {m.LOADGEN_ROLE})"
+                    f"(three different nodes: {', '.join(m.NODE_ROLES)}, so that every call crosses nodes; "
+                    f"and {m.POOL_LABEL}={m.APPS_POOL} on the {' and '.join(m.APP_ROLES)} nodes)"
                 )
             self._nodes[role] = names
+        elif check.name == f"pool-{m.APPS_POOL}":
+            # After the role checks (plan order): the pool must exist and must not hold the load generator.
+            label = f"{m.POOL_LABEL}={m.APPS_POOL}"
+            names = [line.removeprefix("node/") for line in self._output(check).split()]
+            if not names:
+                raise UsageError(
+                    f"no node of context {self.context} is labelled {label}: the meshes' control planes "
+                    f"and shared proxies run there; label the {' and '.join(m.APP_ROLES)} nodes with "
+                    f"`kubectl --context {self.context} label node NODE {label}`"
+                )
+            clash = sorted(set(names) & set(self._nodes.get(m.LOADGEN_ROLE, [])))
+            if clash:
+                raise UsageError(
+                    f"node {', '.join(clash)} of context {self.context} is labelled both "
+                    f"{m.ROLE_LABEL}={m.LOADGEN_ROLE} and {label}: the load generator's node must run "
+                    f"nothing else; `kubectl --context {self.context} label node {clash[0]} {m.POOL_LABEL}-`"
+                )
+            self._nodes["pool"] = names
         else:
             super().check(check, plan)
 

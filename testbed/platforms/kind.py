@@ -3,24 +3,28 @@
 The testbed image is built from this checkout and loaded into the nodes (no registry), and so are the
 mesh's images when `nox -s pull-images` has saved their archive (nothing is pulled in the cluster then,
 and a rerun does not depend on the registries); the mesh is installed and verified; the topology and
-an idle load generator pod are applied, and each trial runs `testbed load` in that pod. The cluster is
+an idle load generator pod are applied, and each trial runs `testbed load` in that pod; when its
+measured window starts and ends (its marks on stderr), the cgroups of every node container are read at
+once, through Docker (`testbed.kube.metrics.NODE_READ`), for each container's CPU. The cluster is
 deleted at the end unless `--keep`, after Ctrl-C too, and after a failure once `kind export logs` has
 put its logs in the run directory. A cluster of the same name is only run on with `--reuse`.
 """
 
 from __future__ import annotations
 
-import time
+import functools
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from testbed import proc
 from testbed.errors import TestbedError, UsageError
-from testbed.kube import docker
+from testbed.kube import docker, metrics
 from testbed.kube import plan as kp
 from testbed.meshes.kube import KubeMesh
-from testbed.platforms.kube import KubePlatform, warn
+from testbed.platforms.kube import Edge, KubeDeployment, KubePlatform, warn
 from testbed.topology import Topology
 from testbed.versions import Versions
 
@@ -46,6 +50,17 @@ class KindPlatform(KubePlatform):
         super().__init__(keep=keep, loadgen_workers=loadgen_workers, waypoint=waypoint, versions=versions)
         self.reuse = reuse
         self._existing: set[str] = set()  # clusters that preflight found already there
+
+    def mesh(self, name: str) -> KubeMesh:
+        mesh = super().mesh(name)
+        if self.reuse and not mesh.supports_reuse:
+            # check_meshes resolves every mesh before anything runs (a dry run too): refused there.
+            raise UsageError(
+                f"--reuse does not work with the {name} mesh: its install cannot run again on a cluster "
+                f"where it ran; delete the cluster (`kind delete cluster --name {kp.cluster_name(name)}`) "
+                "or drop --reuse"
+            )
+        return mesh
 
     def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
         return kp.kind_plan(
@@ -79,8 +94,29 @@ class KindPlatform(KubePlatform):
     def is_reused(self, plan: kp.ClusterPlan) -> bool:
         return plan.cluster in self._existing
 
-    def node_cpu(self, plan: kp.ClusterPlan) -> dict[str, tuple[float, float]]:
-        return {node: (docker.node_cpu_seconds(node), time.time()) for node in plan.node_containers}
+    def read_resources(self, deployment: KubeDeployment, steps: kp.TrialPlan) -> dict[str, metrics.NodeRead]:
+        """Every node container's cgroups and the host's /proc/stat, all nodes at once (`NODE_READ`)."""
+        outputs = docker.run_in_nodes(steps.node_containers, steps.node_read, timeout=kp.SCRAPE_TIMEOUT_S)
+        return {node: metrics.parse_node_read(text, node=node) for node, text in outputs.items()}
+
+    def window_resources(
+        self,
+        deployment: KubeDeployment,
+        start: Edge,
+        end: Edge,
+        after: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Per component from the cgroups read at the window's edges; node overhead; the kernel's rest."""
+        (start_unix, before), (end_unix, later) = start, end
+        pods = next(iter(after.values()), "")  # the one step after the load: `kubectl get pods -A -o json`
+        attribution = functools.partial(
+            metrics.component,
+            app_namespace=deployment.plan.namespace,
+            workloads=self.mesh(deployment.mesh).components,
+        )
+        return metrics.cgroup_window(
+            before, later, metrics.container_ids(pods), attribution, window_unix=(start_unix, end_unix)
+        )
 
     def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
         match check.name:

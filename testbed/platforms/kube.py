@@ -18,7 +18,7 @@ import functools
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from testbed import proc, tools
 from testbed.errors import CommandError, TestbedError
 from testbed.kube import metrics
 from testbed.kube import plan as kp
+from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.loadgen.result import SCHEMA as LOAD_SCHEMA
 from testbed.meshes.kube import KubeMesh, kube_mesh
@@ -118,9 +119,28 @@ class KubePlatform:
     def nodes(self, plan: kp.ClusterPlan) -> tuple[str, ...]:
         return plan.nodes
 
-    def node_cpu(self, plan: kp.ClusterPlan) -> dict[str, tuple[float, float]]:
-        """Each node's cumulative CPU seconds as a whole and when it was read, where the platform sees it."""
-        return {}
+    def read_resources(self, deployment: KubeDeployment, steps: kp.TrialPlan) -> Any:
+        """What is read at each edge of the measured window: every node's kubelet (kind: its cgroups)."""
+        scrapes = zip(deployment.nodes, steps.at_marks, strict=True)
+        return {node: self.run(step).stdout for node, step in scrapes}
+
+    def window_resources(
+        self,
+        deployment: KubeDeployment,
+        start: Edge,
+        end: Edge,
+        after: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """The trial's `resources` from the reads at the window's edges and the outputs of `after` steps."""
+        (start_unix, before), (end_unix, later) = start, end
+        result = resources(
+            before,
+            later,
+            namespace=deployment.plan.namespace,
+            workloads=self.mesh(deployment.mesh).components,
+        )
+        result["reads"] = {"window_unix": [round(start_unix, 3), round(end_unix, 3)]}
+        return result
 
     def platform_versions(self) -> dict[str, str]:
         return {}
@@ -132,7 +152,8 @@ class KubePlatform:
             self.mesh(mesh)
 
     def versions(self, meshes: tuple[str, ...]) -> dict[str, str]:
-        versions = {"kubectl": self.pins.tool("kubectl").version, "image": kp.image_tag()}
+        image = kp.image_tag(self.pins.python_image)
+        versions = {"kubectl": self.pins.tool("kubectl").version, "image": image}
         versions |= self.platform_versions()
         for mesh in meshes:
             versions |= self.mesh(mesh).versions(self.pins)
@@ -164,48 +185,56 @@ class KubePlatform:
         yield self._up.get(mesh) or self._provision(topology, mesh, self._session_dir)
 
     def measure(self, deployment: KubeDeployment, config: LoadConfig, trial_dir: Path) -> dict[str, Any]:
-        """One trial: every node's kubelet scraped before and after `kubectl exec` runs it in the pod.
+        """One trial: `kubectl exec` runs it in the loadgen pod; the resources are read at its window marks.
 
-        The scrapes bracket the whole exec, warm-up included; under steady load the rates (`vcpu`) are
-        those of the measured window. The kubelet samples each container on its own schedule (every
-        10-15 s), so trials much shorter than that give coarse resource figures.
+        The load generator prints a line when the measured window starts and one when it ends
+        (`testbed.loadgen.marks`); its stderr is read as it comes, and `read_resources` runs at each
+        line, so that the warm-up is not counted (kind: every node's cgroups at once; existing: every
+        node's kubelet, whose own figures lag by up to 15 s).
         """
         trial_dir.mkdir(parents=True, exist_ok=True)
         steps = kp.trial_plan(deployment.plan, config, nodes=deployment.nodes)
         log = trial_dir / "loadgen.log"
+        edges: dict[str, Edge] = {}
+
+        def on_line(line: str) -> None:
+            mark = marks.parse(line)
+            if mark is None or mark.edge in edges:
+                return
+            try:
+                edges[mark.edge] = (mark.at_unix, self.read_resources(deployment, steps))
+            except TestbedError as e:
+                raise _ReadFailed(e) from e
+
         try:
             for step in steps.setup:
                 self.run(step)
-            before = self._scrape(deployment.nodes, steps.scrape_before)
-            cpu_before = self.node_cpu(deployment.plan)
             try:
-                loaded = self.run(steps.load)
+                loaded = self.run(steps.load, on_line=on_line)
+            except _ReadFailed as failed:
+                raise failed.error from None
             except CommandError as e:
                 log.write_text(e.stderr)
                 tail = " ".join((e.stderr.strip() or e.stdout.strip()).splitlines()[-3:])
                 raise TestbedError(
                     f"the load generator in the loadgen pod failed: {tail} (see {log})"
                 ) from None
-            after = self._scrape(deployment.nodes, steps.scrape_after)
-            cpu_after = self.node_cpu(deployment.plan)
+            after = {step.description: self.run(step).stdout for step in steps.after}
         finally:
             for step in steps.cleanup:
                 self._try(step)
         log.write_text(loaded.stderr)
         result = parse_load_output(loaded.stdout, log=log)
-        result["resources"] = resources(
-            before,
-            after,
-            cpu_before,
-            cpu_after,
-            namespace=deployment.plan.namespace,
-            workloads=self.mesh(deployment.mesh).components,
-        )
+        for edge in (marks.START, marks.END):
+            if edge not in edges:
+                raise TestbedError(
+                    f"the load generator printed no `{marks.PREFIX}{edge} ...` line on stderr (see {log}), "
+                    "so its window's resources could not be read: is the loadgen pod's image older than "
+                    "the testbed?"
+                )
+        result["resources"] = self.window_resources(deployment, edges[marks.START], edges[marks.END], after)
         result["mesh_evidence"] = deployment.evidence
         return result
-
-    def _scrape(self, nodes: Sequence[str], steps: Sequence[kp.Step]) -> dict[str, str]:
-        return {node: self.run(step).stdout for node, step in zip(nodes, steps, strict=True)}
 
     # --- --dry-run -------------------------------------------------------------------------------
 
@@ -237,10 +266,15 @@ class KubePlatform:
 
     # --- running the plan ------------------------------------------------------------------------
 
-    def run(self, step: kp.Step) -> subprocess.CompletedProcess[str]:
-        """One step through the one command helper, with the resolved CLI."""
+    def run(
+        self, step: kp.Step, *, on_line: Callable[[str], None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """One step through the one command helper, with the resolved CLI; `on_line` sees its stderr lines."""
         argv = [self._tools.get(step.argv[0], step.argv[0]), *step.argv[1:]]
-        result = proc.run(argv, timeout=step.timeout_s, input=step.stdin)
+        if on_line is None:
+            result = proc.run(argv, timeout=step.timeout_s, input=step.stdin)
+        else:
+            result = proc.stream(argv, on_line=on_line, timeout=step.timeout_s, input=step.stdin)
         if step.output is not None:
             step.output.parent.mkdir(parents=True, exist_ok=True)
             step.output.write_text(result.stdout)
@@ -366,6 +400,18 @@ class KubePlatform:
             warn(f"{e.message}; run it yourself: {' '.join(step.argv)}")
 
 
+#: One edge of the measured window: its time (the load generator's mark) and what was read there.
+Edge = tuple[float, Any]
+
+
+class _ReadFailed(Exception):
+    """A read at a window mark failed: carried out of the load's stderr callback, then raised as it was."""
+
+    def __init__(self, error: TestbedError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def parse_load_output(stdout: str, *, log: Path) -> dict[str, Any]:
     """The `testbed.load/1` document that `testbed load --out -` printed in the pod."""
     try:
@@ -383,15 +429,9 @@ def parse_load_output(stdout: str, *, log: Path) -> dict[str, Any]:
     return result
 
 
-#: A node's cumulative CPU seconds and the wall-clock time they were read at, by node.
-NodeCpu = Mapping[str, tuple[float, float]]
-
-
 def resources(
     before: Mapping[str, str],
     after: Mapping[str, str],
-    cpu_before: NodeCpu,
-    cpu_after: NodeCpu,
     *,
     namespace: str,
     workloads: Mapping[str, str] | None = None,
@@ -399,9 +439,8 @@ def resources(
     """Per component from two kubelet scrapes of each node, plus `nodes`, in `result.json`'s shape.
 
     `before` and `after` are each node's `/metrics/resource` text; `workloads` the mesh's own
-    (`KubeMesh.components`). A node's own CPU comes from
-    `cpu_before`/`cpu_after` where given (a kind node container's cgroup: kernel and eBPF work included,
-    which container metrics miss), else from the kubelet's `node_cpu_usage_seconds_total`.
+    (`KubeMesh.components`). A node's own CPU is the kubelet's `node_cpu_usage_seconds_total`. This is
+    the `existing` platform's source; kind reads cgroups instead (`testbed.kube.metrics.cgroup_window`).
     """
     first = {key: use for text in before.values() for key, use in metrics.snapshot(text).items()}
     last = {key: use for text in after.values() for key, use in metrics.snapshot(text).items()}
@@ -411,10 +450,7 @@ def resources(
     for node in before:
         start, end = metrics.node_usage(before[node]), metrics.node_usage(after.get(node, ""))
         entry: dict[str, Any] = {}
-        if node in cpu_before and node in cpu_after:
-            (cpu0, at0), (cpu1, at1) = cpu_before[node], cpu_after[node]
-            entry = _cpu(cpu1 - cpu0, at1 - at0, source="kind node container (cgroup cpu.stat)")
-        elif start is not None and end is not None:
+        if start is not None and end is not None:
             entry = _cpu(
                 end.cpu_seconds - start.cpu_seconds, end.timestamp_s - start.timestamp_s, metrics.NODE_CPU
             )
