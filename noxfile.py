@@ -126,7 +126,7 @@ def bench_istio_ambient(session: nox.Session) -> None:
 
 @nox.session(name="bench-linkerd", python=PYTHON, tags=["bench"])
 def bench_linkerd(session: nox.Session) -> None:
-    """Linkerd (all-authenticated) against no mesh, on kind."""
+    """Linkerd (mTLS between proxies; the app port requires a mesh identity) against no mesh, on kind."""
     _bench_kind(session, "none,linkerd")
 
 
@@ -139,4 +139,4 @@ def bench_cilium(session: nox.Session) -> None:
 @nox.session(name="bench-all", python=PYTHON, tags=["bench"])
 def bench_all(session: nox.Session) -> None:
     """Every configuration, one kind cluster at a time, then one report over all of them (the nightly job)."""
-    _bench_kind(session, "none,istio,istio-ambient,linkerd,cilium")
+    _bench_kind(session, "none,istio,istio-ambient,linkerd,cilium-plain,cilium")

@@ -53,6 +53,9 @@ CONFIGURATIONS = (
     "cilium",
 )
 
+#: Configurations whose images are another's, archived once under that one's name.
+SHARED_ARCHIVE = {"cilium-plain": "cilium"}
+
 ENV_DIR = "TESTBED_IMAGES_DIR"
 #: Per docker call (one pull, one tag, the save): a stalled registry fails instead of hanging the run.
 PULL_TIMEOUT_S = 900.0
@@ -232,7 +235,9 @@ def archive_path(
     versions = versions or load_versions()
     platform = platform or host_platform()
     directory = default_cache_dir() if cache_dir is None else cache_dir
-    return directory / f"images-{config}-{pins_hash(config, versions, platform=platform)}.tar"
+    # cilium-plain is the same chart and images as cilium: one archive for both, pulled and saved once.
+    shared = SHARED_ARCHIVE.get(config, config)
+    return directory / f"images-{shared}-{pins_hash(shared, versions, platform=platform)}.tar"
 
 
 def format_list(config: str, versions: Versions) -> str:

@@ -355,7 +355,7 @@ def kind_plan(
             description="fs.inotify.max_user_watches >= 524288, max_user_instances >= 512 (else a warning)",
         ),
         Check(
-            name="memory", description="about 6 GB of memory available for four kind nodes (else a warning)"
+            name="memory", description="about 8 GB of memory available for four kind nodes (else a warning)"
         ),
         Check(
             name="cluster",

@@ -1,4 +1,4 @@
-"""The `kind` platform: one kind cluster per mesh (`testbed-<mesh>`), a control plane and two workers.
+"""The `kind` platform: one kind cluster per mesh (`testbed-<mesh>`), a control plane and three workers.
 
 The testbed image is built from this checkout and loaded into the nodes (no registry), and so are the
 mesh's images when `nox -s pull-images` has saved their archive (nothing is pulled in the cluster then,
@@ -31,8 +31,8 @@ from testbed.versions import Versions
 INOTIFY = Path("/proc/sys/fs/inotify")
 #: kind's known-issues page: several clusters (or many pods) exhaust the distribution defaults.
 INOTIFY_MINIMUM = {"max_user_watches": 524288, "max_user_instances": 512}
-#: Three kind nodes with Kubernetes 1.35 and the demo topology (a mesh adds its control plane).
-MEMORY_NEEDED = 6 * 2**30
+#: Four kind nodes (0.5-1 GB each at rest, kind's figures) with Kubernetes 1.35, the demo topology and a mesh.
+MEMORY_NEEDED = 8 * 2**30
 
 
 class KindPlatform(KubePlatform):
@@ -146,7 +146,7 @@ class KindPlatform(KubePlatform):
                 available = psutil.virtual_memory().available
                 if available < MEMORY_NEEDED:
                     warn(
-                        f"{available / 2**30:.1f} GB of memory available; three kind nodes need about "
+                        f"{available / 2**30:.1f} GB of memory available; four kind nodes need about "
                         f"{MEMORY_NEEDED / 2**30:.0f} GB: pods may be evicted or the run may fail"
                     )
             case "cluster":
