@@ -488,7 +488,11 @@ def test_the_istio_operator_pins_placement_threads_and_ztunnels_log(tmp_path: Pa
     assert written(plans["istio-ambient-waypoint"], "istio-operator.yaml") == [ambient]
     values = ambient["spec"]["values"]
     assert ambient["spec"]["profile"] == "ambient"
-    assert values["global"]["waypoint"]["nodeSelector"] == shared
+    # The waypoint's nodeSelector reaches the chart through unvalidatedValues: under spec.values the
+    # operator checks it as a corev1.NodeSelector (only `nodeSelectorTerms`) and refuses a plain map.
+    assert ambient["spec"]["unvalidatedValues"] == {"global": {"waypoint": {"nodeSelector": shared}}}
+    validated_waypoint = values.get("global", {}).get("waypoint", {})
+    assert set(validated_waypoint.get("nodeSelector", {})) <= {"nodeSelectorTerms"}
     # ztunnel reads no ProxyConfig concurrency (its chart passes none): its threads are set explicitly,
     # and its per-connection access log (INFO, target "access") is off.
     assert values["ztunnel"] == {"env": {"ZTUNNEL_WORKER_THREADS": "2"}, "logLevel": "info,access=warn"}
@@ -581,6 +585,7 @@ def test_an_istio_run_verifies_then_records_the_evidence_in_every_trial(
     assert [c["name"] for c in found["checks"]] == [
         "verification-load",
         "istio-sidecar-mtls",
+        "envoy-concurrency",
         "plaintext-refused",
         "cross-node",
     ]
@@ -836,6 +841,7 @@ def test_ambient_evidence_needs_the_loads_traffic_over_mutual_tls(tmp_path: Path
         "ztunnel-mtls",
         "waypoint-in-path",
         "waypoint-mtls",
+        "envoy-concurrency",
         "plaintext-refused",
         "cross-node",
     ]
@@ -941,6 +947,18 @@ def test_reuse_is_refused_for_linkerd_before_anything_runs(
     # The meshes whose install may run again are not refused, and linkerd without --reuse is not either.
     for argv in (("--mesh", "istio", "--reuse"), ("--mesh", "linkerd")):
         assert cli.main(["run", "--platform", "kind", *argv, "--scenario", "steady", "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("mesh", ["cilium", "cilium-plain"])
+def test_reuse_is_refused_for_cilium_before_anything_runs(
+    mesh: str, tmp_path: Path, scenario: Path, fake: FakeMeshCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # cilium-cli v0.19.7 install/install.go always runs a Helm install; Helm refuses a name in use.
+    assert not KUBE_MESHES[mesh].supports_reuse
+    assert mesh_run(tmp_path, scenario, mesh, "--reuse") == UsageError.return_code
+    err = capsys.readouterr().err
+    assert f"--reuse does not work with the {mesh} mesh" in err
+    assert fake.commands() == []
 
 
 def test_linkerd_accepts_its_403_and_istio_does_not(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -44,6 +45,40 @@ def test_istio_sidecars_all_mutual_tls() -> None:
     assert len(check.data["pods"]) == 5
     assert "all mutual_tls" in check.detail
     assert_one_line(check)
+
+
+SHOP_CALLEES = ("frontend", "catalog", "pricing", "inventory")
+
+
+def test_istio_sidecars_every_callee_must_be_read() -> None:
+    """istioctl stops at the first pod it cannot read: the stats of loadgen and frontend alone fail."""
+    text = fixture("istio-envoy-stats-mtls.txt")
+    assert evidence.istio_sidecar_mtls(text, namespace=NS, callees=SHOP_CALLEES).passed
+    headers = [m.start() for m in re.finditer(r"^The result of pod ", text, re.MULTILINE)]
+    cut = text[: headers[2]]  # the first two pods' stats only
+    assert evidence.istio_sidecar_mtls(cut, namespace=NS).passed  # what the check used to accept
+    check = evidence.istio_sidecar_mtls(cut, namespace=NS, callees=SHOP_CALLEES)
+    assert not check.passed
+    assert "catalog" in check.detail and "inventory" in check.detail and "pricing" in check.detail
+    assert_one_line(check)
+
+
+def test_envoy_worker_threads_are_read_from_every_proxy() -> None:
+    text = fixture("istio-envoy-stats-mtls.txt")
+    check = evidence.envoy_concurrency(text, expected=2)
+    assert check.passed, check.detail
+    assert len(check.data["threads"]) == 5 and set(check.data["threads"].values()) == {2}
+    assert not evidence.envoy_concurrency(text, expected=4).passed
+    one_off = text.replace("envoy_server_concurrency{} 2", "envoy_server_concurrency{} 8", 1)
+    check = evidence.envoy_concurrency(one_off, expected=2)
+    assert not check.passed and "loadgen-6f9c7d8b4d-q7w2n 8" in check.detail
+    unread = text.replace("envoy_server_concurrency{} 2\n", "", 1)
+    assert (
+        "no envoy_server_concurrency in the stats of loadgen"
+        in evidence.envoy_concurrency(unread, expected=2).detail
+    )
+    assert not evidence.envoy_concurrency("", expected=2).passed
+    assert evidence.envoy_concurrency(fixture("istio-envoy-stats-waypoint.txt"), expected=2).passed
 
 
 def test_istio_permissive_plaintext_request_fails() -> None:

@@ -232,8 +232,12 @@ def plaintext_probe_argv(
 # --- The checks --------------------------------------------------------------------------------------
 
 
-def istio_sidecar_mtls(text: str, *, namespace: str) -> Check:
-    """Every request the sidecars received in `namespace` came over mutual TLS, and there were some.
+def istio_sidecar_mtls(text: str, *, namespace: str, callees: Sequence[str] = ()) -> Check:
+    """Every request the sidecars received in `namespace` came over mutual TLS; each of `callees` got some.
+
+    Each callee must be there: `istioctl x envoy-stats --selector` stops at the first pod it cannot read,
+    after printing the pods before it (istioctl/pkg/proxyconfig/proxyconfig.go), so a cut-short output
+    would otherwise pass on the first callees' stats alone.
 
     Reads `istio_requests_total` as the server side reports it (reporter="destination"): only that side
     knows the connection's policy; the client side always says "unknown" (istio/proxy
@@ -283,11 +287,50 @@ def istio_sidecar_mtls(text: str, *, namespace: str) -> Check:
             f"{_counts(plain)}; is PeerAuthentication STRICT (kubectl get peerauthentication -A)?",
             data,
         )
+    received = {s.labels.get("destination_workload") for s in inbound}
+    unread = [callee for callee in callees if callee not in received]
+    if unread:
+        return _fail(
+            name,
+            f"no request received over mutual TLS by {', '.join(unread)} in the stats of {len(pods)} pod(s) "
+            f"({', '.join(pods) or 'none'}): every callee's sidecar must be read (did istioctl stop at a pod "
+            "it could not read? see its stderr in the verify log)",
+            data,
+        )
     return Check(
         name=name,
         passed=True,
         detail=f"{by_policy['mutual_tls']} requests into namespace {namespace}, all mutual_tls: "
         f"{_counts(edges)}",
+        data=data,
+    )
+
+
+def envoy_concurrency(text: str, *, expected: int) -> Check:
+    """Every Envoy in istioctl's stats output runs `expected` worker threads (gauge `server.concurrency`).
+
+    Observed, not assumed: the gauge is in every Istio proxy's stats (istio/istio 1.30.3
+    pkg/bootstrap/config.go requiredEnvoyStatsMatcherInclusionPrefixes has `server`; Envoy's
+    source/server/server.h ALL_SERVER_STATS `concurrency`, "envoy_server_concurrency" in Prometheus).
+    """
+    name = "envoy-concurrency"
+    samples = _prometheus(text, pod_header=_ISTIO_POD)
+    pods = sorted({s.pod for s in samples if s.pod})
+    threads = {s.pod: int(s.value) for s in samples if s.name == "envoy_server_concurrency" and s.pod}
+    data = {"expected": expected, "threads": threads}
+    missing = [pod for pod in pods if pod not in threads]
+    wrong = {pod: n for pod, n in threads.items() if n != expected}
+    if not pods:
+        return _fail(name, f"no Envoy stats to read the worker threads from: {_quote(text)}", data)
+    if missing:
+        return _fail(name, f"no envoy_server_concurrency in the stats of {', '.join(missing)}", data)
+    if wrong:
+        found = ", ".join(f"{pod} {n}" for pod, n in sorted(wrong.items()))
+        return _fail(name, f"Envoy worker threads not {expected}: {found} (ProxyConfig concurrency)", data)
+    return Check(
+        name=name,
+        passed=True,
+        detail=f"{len(threads)} Envoy proxies, {expected} worker threads each",
         data=data,
     )
 

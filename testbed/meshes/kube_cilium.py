@@ -116,7 +116,11 @@ class Cilium:
 
     tools: tuple[str, ...] = ("cilium",)
     replaces_cni = True
-    supports_reuse = True  # as before `KubeMesh.supports_reuse` existed: not checked against cilium-cli
+    # `cilium install` always runs a Helm install, never an upgrade (cilium/cilium-cli v0.19.7
+    # vendor/github.com/cilium/cilium/cilium-cli/install/install.go InstallWithHelm: action.NewInstall),
+    # and Helm refuses a release name that is still in use (helm/helm v4.2.3 pkg/action/install.go
+    # availableName: "cannot reuse a name that is still in use"): a second install fails.
+    supports_reuse = False
     # WireGuard is node-wide: nothing enrols a namespace (testbed.meshes.kube_resources).
     namespace_labels: Mapping[str, str] = {}
     namespace_annotations: Mapping[str, str] = {}

@@ -106,12 +106,18 @@ def operator(profile: str) -> m.Object:
         "components": {"pilot": {"k8s": {"nodeSelector": shared()}}},
     }
     if profile == "ambient":
+        # The waypoint Deployment istiod renders: manifests/charts/istio-control/istio-discovery/files/
+        # waypoint.yaml `toYaml .Values.global.waypoint.nodeSelector`, a plain map (values.yaml
+        # global.waypoint; `global` is in the injector's values: templates/istiod-injector-configmap.yaml).
+        # Not under spec.values: the operator validates that value strictly as a corev1.NodeSelector
+        # (operator/pkg/apis/validation/validation.go: runKube(...GetWaypoint().GetNodeSelector(),
+        # &corev1.NodeSelector{}, "global.waypoint.nideSelector"), yaml.UnmarshalStrict), whose only field
+        # is nodeSelectorTerms, so a plain map fails the install. spec.unvalidatedValues is merged into
+        # spec.values after validation (operator/pkg/render/manifest.go GenerateManifest; types.go
+        # UnvalidatedValues), so the chart gets the map. In both ambient variants, which share one cluster
+        # (testbed-istio-ambient), so that the install is the same for both.
+        spec["unvalidatedValues"] = {"global": {"waypoint": {"nodeSelector": shared()}}}
         spec["values"] = {
-            # The waypoint Deployment istiod renders: manifests/charts/istio-control/istio-discovery/files/
-            # waypoint.yaml `.Values.global.waypoint.nodeSelector` (values.yaml global.waypoint; `global` is
-            # in the injector's values: templates/istiod-injector-configmap.yaml). In both ambient variants,
-            # which share one cluster (testbed-istio-ambient), so that the install is the same for both.
-            "global": {"waypoint": {"nodeSelector": shared()}},
             # values.ztunnel becomes the ztunnel chart's top level (operator/pkg/component/component.go
             # FlattenValues; operator/pkg/render/manifest.go applyComponentValuesToHelmValues):
             # manifests/charts/ztunnel/values.yaml `env` (each key a container variable,
@@ -174,7 +180,10 @@ class IstioSidecar:
     config = "istio"
     tools: tuple[str, ...] = ("istioctl",)
     replaces_cni = False
-    supports_reuse = True  # as before `KubeMesh.supports_reuse` existed: not checked against istioctl
+    # `istioctl install` server-side applies every object (istio/istio 1.30.3 operator/pkg/install/install.go:
+    # types.ApplyPatchType), and `waypoint apply` patches likewise (istioctl/pkg/waypoint/waypoint.go): both
+    # run again on a cluster where they ran.
+    supports_reuse = True
     namespace_labels: Mapping[str, str] = namespace_metadata("istio")[0]
     namespace_annotations: Mapping[str, str] = namespace_metadata("istio")[1]
     pod_annotations: Mapping[str, str] = {}
@@ -206,7 +215,10 @@ class IstioSidecar:
     def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
         checks = [
             kube_verify.load_check(outputs.get(kube_verify.LOAD, "")),
-            evidence.istio_sidecar_mtls(outputs.get(SIDECAR_STATS, ""), namespace=ctx.namespace),
+            evidence.istio_sidecar_mtls(
+                outputs.get(SIDECAR_STATS, ""), namespace=ctx.namespace, callees=callees_of(ctx)
+            ),
+            evidence.envoy_concurrency(outputs.get(SIDECAR_STATS, ""), expected=CONCURRENCY),
             evidence.plaintext_refused(outputs.get(kube_verify.PROBE, "")),
             kube_verify.cross_node(outputs, ctx),
         ]
@@ -229,7 +241,10 @@ class IstioAmbient:
     name = "istio-ambient"
     tools: tuple[str, ...] = ("istioctl",)
     replaces_cni = False
-    supports_reuse = True  # as before `KubeMesh.supports_reuse` existed: not checked against istioctl
+    # `istioctl install` server-side applies every object (istio/istio 1.30.3 operator/pkg/install/install.go:
+    # types.ApplyPatchType), and `waypoint apply` patches likewise (istioctl/pkg/waypoint/waypoint.go): both
+    # run again on a cluster where they ran.
+    supports_reuse = True
     namespace_labels: Mapping[str, str] = namespace_metadata("istio-ambient")[0]
     namespace_annotations: Mapping[str, str] = namespace_metadata("istio-ambient")[1]
     pod_annotations: Mapping[str, str] = {}
@@ -389,6 +404,7 @@ class IstioAmbient:
                     outputs.get(WAYPOINT_STATS, ""), namespace=ctx.namespace, services=callees
                 )
             )
+            checks.append(evidence.envoy_concurrency(outputs.get(WAYPOINT_STATS, ""), expected=CONCURRENCY))
         checks += [
             evidence.plaintext_refused(outputs.get(kube_verify.PROBE, "")),
             kube_verify.cross_node(outputs, ctx),
