@@ -172,7 +172,7 @@ def _add_kube_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--image",
         default=None,
-        help="existing: the testbed image the nodes can pull (default testbed:VERSION, as kind builds it)",
+        help="existing: the testbed image the nodes can pull (default testbed:VERSION-HASH, as kind tags it)",
     )
     run.add_argument(
         "--loadgen-workers",
