@@ -96,9 +96,13 @@ def lock_image(session: nox.Session) -> None:
 
     dependencies = tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"]
     session.install(*(d for d in dependencies if name(d) not in IMAGE_EXCLUDES))
-    # `pip freeze` leaves out pip, setuptools and wheel (the base image has its own).
-    frozen = session.run("python", "-m", "pip", "freeze", silent=True)
+    # `--all`: plain `pip freeze` leaves out setuptools and wheel, and then the image keeps the base's own
+    # setuptools (79.0.1, docker-library/repo-info repos/python/remote/3.11.16-slim-bookworm.md), older
+    # than a pinned package may require (hdrhistogram 0.10.8: setuptools>=83), and `pip check` fails the
+    # build. pip itself stays the base image's: it installs the lock, it is not a dependency of the pods.
+    frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     assert isinstance(frozen, str)
+    frozen = "".join(line for line in frozen.splitlines(keepends=True) if not re.match(r"pip==", line))
     lock = Path(IMAGE_LOCK)
     header = "".join(line for line in lock.read_text().splitlines(keepends=True) if line.startswith("#"))
     lock.write_text(header + frozen)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pandas as pd
 
 from testbed import __version__, stats
 from testbed.errors import UsageError
+from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
 
 SUMMARY_SCHEMA = "testbed.summary/1"
 HISTOGRAM = "service"  # timed on the wire: first request byte out, last response byte in
@@ -31,6 +34,21 @@ ROUGH_CI_TRIALS = 5
 MAX_CV = {"p50": 0.10, "p99": 0.25}  # coefficient of variation across trials
 #: Above this share of CPU time taken by the hypervisor in any measured window, the report says so.
 STEAL_WARN_PERCENT = 2.0
+#: Not the mesh's memory: the load generator's, the node containers' rest (mostly the page cache of the
+#: images loaded with `kind load`) and the kernel's remainder (no memory of its own).
+NOT_MESH_MEMORY = ("loadgen", NODE_OVERHEAD, KERNEL)
+#: What local trials measure (`testbed.resources.Sampler`, 0.2 s apart); also results from before
+#: `memory_source` was recorded, which only the local platform wrote.
+LOCAL_CPU_SOURCE = (
+    "psutil: each process's CPU times, sampled every 0.2 s and interpolated at the window's edges"
+)
+LOCAL_MEMORY_SOURCE = (
+    "the peak resident set size (RSS) of each component's processes, psutil samples 0.2 s apart"
+)
+#: The memory column's label, by what the trials' `memory_source` says they measured.
+MEMORY_LABELS = {"peak-rss": "peak RSS MB", "working-set": "working set MB", "mixed": "memory MB"}
+#: How many distinct resource warnings of one mesh are quoted in the report (all are in summary.json).
+QUOTED_WARNINGS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,13 +110,89 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
     }
     for name in stats.PERCENTILES:
         row[f"{name}_us"] = float(result["latency_us"][HISTOGRAM][name])
-    host = result.get("resources", {}).get("host", {})
+    resources = result.get("resources", {})
+    cpu_source, memory_source = _sources(resources)
+    row["res_source"], row["res_memory_source"] = cpu_source, memory_source
+    row["res_warnings"] = [str(w) for w in resources.get("warnings", [])]
+    row["res_reads"] = resources.get("reads", {})
+    host = resources.get("host", {})
     row["host_steal_percent"] = float(host.get("steal_percent", float("nan")))
     for component, figures in result.get("resources", {}).get("components", {}).items():
         row[f"res:{component}:vcpu"] = float(figures["vcpu"])
         row[f"res:{component}:mb"] = float(figures["peak_rss_mb"])
         row[f"res:{component}:processes"] = int(figures["processes"])
     return row
+
+
+def _sources(resources: dict[str, Any]) -> tuple[str, str]:
+    """What a trial's CPU and memory figures are (old local results name neither, or only `psutil`)."""
+    source = str(resources.get("source") or "psutil")
+    memory = resources.get("memory_source")
+    if memory is None and source == "psutil":
+        return LOCAL_CPU_SOURCE, LOCAL_MEMORY_SOURCE
+    return (LOCAL_CPU_SOURCE if source == "psutil" else source), str(memory or "not recorded")
+
+
+def memory_kind(memory_source: str) -> str:
+    """`peak-rss` (local), `working-set` (kind's cgroups, the kubelet's) or `mixed` (anything else)."""
+    if memory_source == LOCAL_MEMORY_SOURCE:
+        return "peak-rss"
+    # testbed/kube/metrics.py MEMORY_SOURCE and KUBELET_MEMORY_SOURCE both say "working set"
+    return "working-set" if "working set" in memory_source else "mixed"
+
+
+def _resource_sources(meta: dict[str, Any], trials: pd.DataFrame) -> dict[str, Any]:
+    """The run's CPU and memory sources (distinct, as the trials recorded them) and the memory label."""
+    cpu = sorted(set(trials["res_source"])) if "res_source" in trials else []
+    memory = sorted(set(trials["res_memory_source"])) if "res_memory_source" in trials else []
+    kinds = {memory_kind(m) for m in memory}
+    return {
+        "platform": meta.get("platform"),
+        "cpu": cpu,
+        "memory": memory,
+        "memory_label": MEMORY_LABELS[kinds.pop()] if len(kinds) == 1 else MEMORY_LABELS["mixed"],
+    }
+
+
+#: A read offset or a window length in a warning: left out when counting warnings of the same kind.
+_NUMBER = re.compile(r"[+-]?\d+\.\d+")
+
+
+def _resource_warnings(trials: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
+    """Per mesh: the trials' `resources.warnings` counted by kind, and the worst read offsets per edge."""
+    per_mesh: dict[str, Any] = {}
+    lines: list[str] = []
+    if "res_warnings" not in trials or not len(trials):
+        return per_mesh, lines
+    for mesh, rows in trials.groupby("mesh", sort=False):
+        kinds = Counter(_NUMBER.sub("N", w) for ws in rows["res_warnings"] for w in ws)
+        worst: dict[str, float] = {}
+        for reads in rows["res_reads"]:
+            for edge in ("start", "end"):
+                offsets = [float(v) for v in (reads or {}).get(f"{edge}_offset_s", [])]
+                if offsets:
+                    far = max(offsets, key=abs)
+                    if edge not in worst or abs(far) > abs(worst[edge]):
+                        worst[edge] = far
+        flagged = sum(1 for ws in rows["res_warnings"] if ws)
+        per_mesh[str(mesh)] = {
+            "trials": len(rows),
+            "trials_with_warnings": flagged,
+            "warnings": dict(kinds.most_common()),
+            "worst_read_offset_s": worst,
+        }
+        if not flagged:
+            continue
+        quoted = "; ".join(f"{w} ({n}x)" for w, n in kinds.most_common(QUOTED_WARNINGS))
+        rest = len(kinds) - QUOTED_WARNINGS
+        shown = ", ".join(f"{edge} {value:+.2f} s" for edge, value in worst.items())
+        lines.append(
+            f"{mesh}: the resource figures of {flagged} of {len(rows)} trials carry "
+            f"{sum(kinds.values())} warning(s) (N: a number that varies): {quoted}"
+            + (f"; and {rest} other kind(s), listed in summary.json" if rest > 0 else "")
+            + (f"; worst read offsets from the window's edges: {shown}" if shown else "")
+        )
+    return per_mesh, lines
 
 
 def _interval(i: stats.Interval | None) -> list[float] | None:
@@ -174,14 +268,24 @@ def _overhead(cell: dict[str, Any], base: dict[str, Any], new: Any, old: Any) ->
             "ci_pct": _interval(stats.interval(stats.difference(new[:, i], old[:, i], relative=True))),
         }
 
-    # What the mesh costs in CPU and memory: everything but the load generator, over the baseline.
-    def total(resources: dict[str, dict[str, float]], key: str) -> float:
-        return sum(v[key] for k, v in resources.items() if k != "loadgen")
+    # What the mesh costs over the baseline: CPU of everything but the load generator (the node's and the
+    # kernel's rest included: WireGuard's encryption runs there); memory without the node overhead, which
+    # holds the node's page cache (the images loaded with `kind load`), shown beside it instead.
+    def total(resources: dict[str, dict[str, float]], key: str, leave_out: tuple[str, ...]) -> float:
+        return sum(v[key] for k, v in resources.items() if k not in leave_out)
 
-    cell["resource_overhead"] = {
-        key: round(total(cell["resources"], key) - total(base["resources"], key), 4)
-        for key in ("vcpu_per_krps", "mb")
+    new_res, old_res = cell["resources"], base["resources"]
+    cost = {
+        "vcpu_per_krps": round(
+            total(new_res, "vcpu_per_krps", ("loadgen",)) - total(old_res, "vcpu_per_krps", ("loadgen",)), 4
+        ),
+        "mb": round(total(new_res, "mb", NOT_MESH_MEMORY) - total(old_res, "mb", NOT_MESH_MEMORY), 4),
     }
+    if NODE_OVERHEAD in new_res or NODE_OVERHEAD in old_res:
+        cost["node_overhead_mb"] = round(
+            new_res.get(NODE_OVERHEAD, {}).get("mb", 0.0) - old_res.get(NODE_OVERHEAD, {}).get("mb", 0.0), 4
+        )
+    cell["resource_overhead"] = cost
 
 
 def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.DataFrame) -> list[str]:
@@ -232,6 +336,7 @@ def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.Data
         )
     if len(trials) and not any(c["overhead"] for c in cells) and len({c["mesh"] for c in cells}) > 1:
         out.append("no overhead is computed: the run has no trials of the baseline mesh")
+    out += _resource_warnings(trials)[1]
     return out
 
 
@@ -280,4 +385,6 @@ def summary(run: Run, *, baseline: str = "none", require_baseline: bool = False)
         "cells": cells,
         "invalid_trials": invalid,
         "warnings": _warnings(run.meta, cells, trials),
+        "resource_sources": _resource_sources(run.meta, trials),
+        "resource_warnings": _resource_warnings(trials)[0],
     }

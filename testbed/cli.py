@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", type=float, required=True, help="measured seconds, after the warm-up")
     load.add_argument("--warmup", type=float, default=5.0, help="seconds sent but not recorded (default 5)")
     load.add_argument(
+        "--tail",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds sent after the measured window at the same rate, not recorded (default 0): "
+        "keeps the load steady while a platform reads its counters at the window's end",
+    )
+    load.add_argument(
         "--connections", type=int, default=16, help="keep-alive connections in all (default 16)"
     )
     load.add_argument("--processes", type=int, default=1, help="engine processes, each a Locust worker")
@@ -205,6 +213,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         rate=args.rate,
         duration_s=args.duration,
         warmup_s=args.warmup,
+        tail_s=args.tail,
         connections=args.connections,
         processes=args.processes,
         arrival=args.arrival,

@@ -11,10 +11,11 @@ An image is needed in one of three places (`Image.where`):
 `pull_and_save()` pulls the host and nodes images for the host's platform and saves a configuration's
 nodes images in one archive, `images-<config>-<hash>.tar`, for that platform alone (`docker image save
 --platform`: with Docker 29's containerd image store an archive of the whole multi-platform index does
-not import into kind; `testbed.kube.docker.save_images`). With `--prune`, the archived images then leave
-the Docker daemon's store. The hash covers exactly what the archive
-holds (the references and the platform): a new pin gives a new name, so a stale archive is never loaded,
-and a pin of one mesh leaves the other meshes' archives valid.
+not import into kind; `testbed.kube.docker.save_images`), and keeps it only once `check_archive()` finds
+every blob its OCI index names in it. With `--prune`, the archived images then leave the Docker
+daemon's store. The hash covers exactly what the archive holds (the references and the platform) and
+its format (`ARCHIVE_FORMAT`): a new pin gives a new name, so a stale archive is never loaded, and a pin
+of one mesh leaves the other meshes' archives valid.
 
 Cilium's chart pins its images by digest. They are pulled by digest (what is saved is what the chart
 pins) and saved under their tag alone: `kind load image-archive` imports an image under the names in the
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
+import tarfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +63,25 @@ ENV_DIR = "TESTBED_IMAGES_DIR"
 #: Per docker call (one pull, one tag, the save): a stalled registry fails instead of hanging the run.
 PULL_TIMEOUT_S = 900.0
 HASH_LENGTH = 12
+#: Hashed into every archive name with the pins: a new format of what is saved (here: one platform,
+#: checked complete before it is kept) names new archives, so an archive written before is never reused.
+ARCHIVE_FORMAT = "save:platform-v2"
+
+#: What to do when the daemon saves a platform's manifests without their content.
+CONTAINERD_STORE_HINT = (
+    "this Docker daemon keeps images in the containerd image store and cannot save {platform} alone "
+    "(`docker image save --platform` needs Docker 28 or later, API 1.48): upgrade Docker, or switch the "
+    "daemon to the classic image store"
+)
+
+# OCI image-spec media-types.md and the Docker image manifest v2 schema 2: an index (manifest list) names
+# manifests; a manifest names its config and layers.
+INDEX_TYPES = frozenset(
+    {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+)
+MANIFEST_TYPES = frozenset(
+    {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
+)
 
 #: The istio charts' ambient profile sets `global.variant: distroless` (istio/istio 1.30.3
 #: manifests/charts/{istio-control/istio-discovery,istio-cni,ztunnel}/files/profile-ambient.yaml, which
@@ -214,7 +236,7 @@ def host_platform() -> str:
 
 def pins_hash(config: str, versions: Versions, *, platform: str) -> str:
     """A short digest of what the archive of `config` holds: its references and the platform."""
-    text = "\n".join([platform, *sorted(image.ref for image in archived(config, versions))])
+    text = "\n".join([ARCHIVE_FORMAT, platform, *sorted(image.ref for image in archived(config, versions))])
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
@@ -292,6 +314,7 @@ def pull_and_save(
     names = [image.saved_as for image in to_save]
     try:
         _save(names, partial, platform, timeout)
+        check_archive(partial, platform)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -322,12 +345,77 @@ def _save(names: list[str], path: Path, platform: str, timeout: float) -> None:
         if "content digest" in e.stderr:
             # The containerd image store holds a multi-platform index of which only `platform` was pulled;
             # a daemon below API 1.48 (Docker 28) cannot be asked for one platform (no --platform).
-            raise TestbedError(
-                f"{e.message}: this Docker daemon keeps images in the containerd image store and cannot "
-                f"save {platform} alone (`docker image save --platform` needs Docker 28 or later, API "
-                "1.48): upgrade Docker, or switch the daemon to the classic image store"
-            ) from None
+            raise TestbedError(f"{e.message}: {CONTAINERD_STORE_HINT.format(platform=platform)}") from None
         raise
+
+
+def check_archive(path: Path, platform: str) -> None:
+    """Refuse an archive whose OCI layout names content it does not hold (kind would fail importing it).
+
+    `docker image save` writes an OCI layout, index.json and blobs/sha256/<hex>, since Docker 25, from
+    either store: the classic store writes each image's manifest, config and layers there beside its
+    manifest.json (moby v28.5.2 image/tarexport/save.go), the containerd store exports the image's target,
+    its whole multi-platform index unless `--platform` picks one manifest, and skips the content it does
+    not have (daemon/containerd/image_exporter.go ExportImage: archive.WithSkipMissing,
+    getPushDescriptor). kind imports with `ctr images import --all-platforms` (kind v0.32.0
+    pkg/cluster/nodeutils/util.go), which needs every manifest such an index names: so every descriptor
+    reachable from index.json must have its blob here, other platforms' manifests included. Only
+    non-distributable (foreign) layers may be absent (ExportImage: WithSkipNonDistributableBlobs).
+    An archive without index.json (Docker below 25, classic store) has no such index to check.
+    """
+    try:
+        with tarfile.open(path) as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+            if "index.json" not in members:
+                return
+
+            def read(name: str) -> dict[str, object]:
+                handle = tar.extractfile(members[name])
+                assert handle is not None  # a regular file
+                data = json.load(handle)
+                if not isinstance(data, dict):
+                    raise ValueError(f"{name} is not a JSON object")
+                return data
+
+            missing: list[str] = []
+            seen: set[str] = set()
+
+            def walk(document: dict[str, object]) -> None:
+                config = document.get("config")
+                for descriptor in [
+                    *_descriptors(document.get("manifests")),
+                    *([config] if isinstance(config, dict) else []),
+                    *_descriptors(document.get("layers")),
+                ]:
+                    digest, media_type = (
+                        str(descriptor.get("digest", "")),
+                        str(descriptor.get("mediaType", "")),
+                    )
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                    algorithm, _, encoded = digest.partition(":")
+                    blob = f"blobs/{algorithm}/{encoded}"
+                    if blob not in members:
+                        if "nondistributable" not in media_type and "foreign" not in media_type:
+                            missing.append(f"{digest} ({media_type or 'no media type'})")
+                        continue
+                    if media_type in INDEX_TYPES or media_type in MANIFEST_TYPES:
+                        walk(read(blob))
+
+            walk(read("index.json"))
+    except (tarfile.TarError, OSError, ValueError, KeyError) as e:
+        raise TestbedError(f"{path} is not an image archive that kind can load: {e}") from None
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise TestbedError(
+            f"docker image save wrote {path} without content its index names ({shown}), which kind's "
+            f"import (ctr --all-platforms) fails on: {CONTAINERD_STORE_HINT.format(platform=platform)}"
+        )
+
+
+def _descriptors(value: object) -> list[dict[str, object]]:
+    return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
 
 
 def _prune(images: Sequence[Image], timeout: float) -> None:

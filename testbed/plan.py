@@ -66,6 +66,8 @@ def load_argv(config: LoadConfig) -> list[str]:
     argv += ["--warmup", f"{config.warmup_s:g}", "--connections", str(config.connections)]
     argv += ["--processes", str(config.processes), "--arrival", config.arrival, "--seed", str(config.seed)]
     argv += ["--timeout", f"{config.timeout_s:g}"]
+    if config.tail_s:
+        argv += ["--tail", f"{config.tail_s:g}"]
     argv += ["--max-error-rate", f"{config.limits.max_error_fraction:g}"]
     argv += ["--max-lateness-ms", f"{config.limits.max_lateness_p99_ms:g}"]
     argv += ["--method", config.method]

@@ -14,6 +14,11 @@ from typing import Any
 from testbed import analysis
 from testbed.claims import load_claims
 from testbed.claims_check import check
+from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
+
+#: Platforms whose trials of one mesh run as a block, each mesh on its own cluster: `one_mesh_at_a_time`
+#: of `testbed.platforms.kube.KubePlatform`, which both subclass (`testbed.run._trials`).
+BLOCK_PLATFORMS = ("kind", "existing")
 
 _NAMES = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p99.9", "max": "max"}
 
@@ -67,6 +72,73 @@ def write_report(
 
     _atomic_write(paths["html"], render(summary))
     return paths
+
+
+# --- method text, shared by both reports ------------------------------------------------------------------
+
+
+def memory_label(summary: dict[str, Any]) -> str:
+    """The memory column's header, from what the trials measured (summaries from before: peak RSS)."""
+    return str(summary.get("resource_sources", {}).get("memory_label", analysis.MEMORY_LABELS["peak-rss"]))
+
+
+def trial_order(summary: dict[str, Any]) -> str:
+    """How the trials were ordered, and what that means for drift, on the run's platform."""
+    platform = summary["run"].get("platform")
+    if platform in BLOCK_PLATFORMS:
+        return (
+            f"On {platform}, the trials of one mesh run as a block, each mesh on its own cluster "
+            + ("(a kind cluster created for it)" if platform == "kind" else "(installed in turn)")
+            + ", so the meshes are measured at different times: drift in the machine or the cluster between "
+            "blocks is not spread over the meshes, and it shows up as overhead. Repeat the run (another day, "
+            "or with the meshes in another order) to see how large it is."
+        )
+    return "Meshes are alternated trial by trial so that drift in the machine hits them alike."
+
+
+#: Why `kernel-unattributed` is what it is (`testbed.kube.metrics.cgroup_window`).
+KERNEL_NOTE = (
+    f"{KERNEL} is a remainder: the host's busy CPU from /proc/stat less every kind node container's cgroup. "
+    "It holds the kernel's own work (softirq, kernel threads such as WireGuard's wg-crypt workers) and every "
+    "host process outside the kind nodes (dockerd, containerd, the testbed's own docker exec and kubectl "
+    "calls). /proc/stat is sampled at the timer tick while the cgroups count exactly, so it carries a few "
+    "hundredths of a vCPU of noise in a 5 s window, and can be slightly negative."
+)
+NODE_OVERHEAD_NOTE = (
+    f"{NODE_OVERHEAD} is each node container's usage outside its pods' containers (kubelet, containerd and "
+    "its shims, the pause sandboxes); its memory is mostly the node's page cache, which holds the images "
+    "loaded with `kind load`, so it is shown apart and left out of the mesh's memory cost."
+)
+
+
+def resource_notes(summary: dict[str, Any]) -> list[str]:
+    """What the resource figures are, from the sources the trials recorded."""
+    sources = summary.get("resource_sources") or {}
+    cpu = "; ".join(sources.get("cpu") or [analysis.LOCAL_CPU_SOURCE])
+    memory = "; ".join(sources.get("memory") or [analysis.LOCAL_MEMORY_SOURCE])
+    notes = [
+        "Mean over the valid trials, over the measured window only; vCPU is CPU seconds per second, "
+        f"from {cpu}. Memory (column {memory_label(summary)}): {memory}."
+    ]
+    if sources.get("platform") == "existing":
+        notes.append(
+            "On existing, the kubelet takes each container's figures from cAdvisor, which samples it every "
+            "10-15 s: with windows under 30 s many containers have no new sample (the trial warns)."
+        )
+    components = {name for c in summary["cells"] for name in c["resources"]}
+    if NODE_OVERHEAD in components:
+        notes.append(NODE_OVERHEAD_NOTE)
+    if KERNEL in components:
+        notes.append(KERNEL_NOTE)
+    return notes
+
+
+def cost_text(cost: dict[str, float]) -> str:
+    """One cell's cost over the baseline, with the node overhead's memory apart."""
+    text = f"{cost['vcpu_per_krps']:+.3f} vCPU per 1k rps, {cost['mb']:+.1f} MB"
+    if "node_overhead_mb" in cost:
+        text += f" ({NODE_OVERHEAD}, not counted: {cost['node_overhead_mb']:+.1f} MB)"
+    return text
 
 
 # --- Markdown -------------------------------------------------------------------------------------------
@@ -128,9 +200,10 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{_ms(c['intended_latency_us']['p99'])} | "
             f"{added('p50')} | {added('p99')} |"
         )
-    lines += ["", "## Resources", "", "Mean over the valid trials; vCPU is CPU seconds per second.", ""]
+    notes = resource_notes(summary)
+    lines += ["", "## Resources", "", notes[0], ""]
     lines += [
-        "| mesh | rate | component | processes | vCPU | vCPU per 1k rps | peak RSS MB |",
+        f"| mesh | rate | component | processes | vCPU | vCPU per 1k rps | {memory_label(summary)} |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for c in summary["cells"]:
@@ -141,15 +214,17 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"| {c['mesh']} | {c['rate']:g} | {name} | {r['processes']} | {r['vcpu']:.3f} | "
                 f"{r['vcpu_per_krps']:.3f} | {r['mb']:.1f} |"
             )
+    # Notes under the table (the rows stay plain table cells, which other tools and tests read).
+    lines += [""] + [line for note in notes[1:] for line in (f"Note: {note}", "")]
     costs = [c for c in summary["cells"] if c.get("resource_overhead")]
     if costs:
-        lines += ["", "What the mesh costs beyond the baseline (all components but the load generator):", ""]
         lines += [
-            f"- {c['mesh']} at {c['rate']:g} rps: "
-            f"{c['resource_overhead']['vcpu_per_krps']:+.3f} vCPU per 1k rps, "
-            f"{c['resource_overhead']['mb']:+.1f} MB"
-            for c in costs
+            "",
+            "What the mesh costs beyond the baseline (CPU: all components but the load generator; memory: "
+            f"also without {NODE_OVERHEAD} and {KERNEL}):",
+            "",
         ]
+        lines += [f"- {c['mesh']} at {c['rate']:g} rps: {cost_text(c['resource_overhead'])}" for c in costs]
     if summary.get("claims"):
         lines += [
             "",

@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
-from testbed.report import _context, _ms, _pct
+from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
+from testbed.report import _context, _ms, _pct, memory_label, resource_notes, trial_order
 
 _COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"]
 _CONFIG = {"displaylogo": False, "responsive": True}
@@ -132,7 +133,9 @@ def _resources(summary: dict[str, Any]) -> str | None:
                 name=component,
                 marker_color=_COLORS[i % len(_COLORS)],
                 customdata=[c["resources"].get(component, {}).get("mb", 0) for c in cells],
-                hovertemplate="%{y:.3f} vCPU per 1k rps, peak %{customdata:.0f} MB<extra>"
+                hovertemplate="%{y:.3f} vCPU per 1k rps, %{customdata:.0f} "
+                + memory_label(summary).removesuffix(" MB")
+                + " MB<extra>"
                 + component
                 + "</extra>",
             )
@@ -153,7 +156,7 @@ def _resources_table(summary: dict[str, Any]) -> str:
                 [
                     escape(c["mesh"]),
                     f"{c['rate']:g}",
-                    escape(name),
+                    escape(name) + ("<sup>*</sup>" if name in (KERNEL, NODE_OVERHEAD) else ""),
                     str(r["processes"]),
                     f"{r['vcpu']:.3f}",
                     f"{r['vcpu_per_krps']:.3f}",
@@ -169,11 +172,28 @@ def _resources_table(summary: dict[str, Any]) -> str:
                     "",
                     "",
                     f"<b>{cost['vcpu_per_krps']:+.3f}</b>",
-                    f"<b>{cost['mb']:+.1f}</b>",
+                    f"<b>{cost['mb']:+.1f}</b>"
+                    + (
+                        f"<br><small>{NODE_OVERHEAD} {cost['node_overhead_mb']:+.1f}, not counted</small>"
+                        if "node_overhead_mb" in cost
+                        else ""
+                    ),
                 ]
             )
-    header = ["mesh", "rate (rps)", "component", "processes", "vCPU", "vCPU per 1k rps", "peak RSS MB"]
-    return _table(header, rows, range(3, 7))
+    header = [
+        "mesh",
+        "rate (rps)",
+        "component",
+        "processes",
+        "vCPU",
+        "vCPU per 1k rps",
+        memory_label(summary),
+    ]
+    notes = "".join(
+        f'<p class="note">{"<sup>*</sup> " if n.startswith((KERNEL, NODE_OVERHEAD)) else ""}{escape(n)}</p>'
+        for n in resource_notes(summary)[1:]
+    )
+    return _table(header, rows, range(3, 7)) + notes
 
 
 def _table(header: list[str], rows: list[list[str]], numeric: range = range(1, 99)) -> str:
@@ -248,8 +268,7 @@ _METHOD = """
 the responses do, so a stall shows up in the latency instead of slowing the load down. Latency is the load
 generator's service time on the wire (first request byte out to last response byte in), recorded in
 microseconds in HdrHistograms (1 &micro;s to 60 s, 3 significant digits); the latency from the intended send
-time is recorded too. The warm-up is sent but not recorded. Meshes are alternated trial by trial so that
-drift in the machine hits them alike.</p>
+time is recorded too. The warm-up is sent but not recorded. {order}</p>
 <p>A trial is invalid, and excluded, when the generator fell behind its schedule (send lateness p99 above the
 scenario's limit), reached under 97% of the rate, saw more than 1% errors or used more than 90% of a core.
 Percentiles are pooled from the merged histograms of the valid trials, never averaged. Overheads are the
@@ -257,8 +276,7 @@ difference of pooled percentiles; their 95% confidence intervals come from {resa
 of the trials (the percentile bootstrap, as scipy.stats.bootstrap computes it; the tests check the two
 agree), each resampled set of trials pooled again. An
 interval that contains zero means the overhead is not distinguishable from noise in this run.</p>
-<p>Resources are sampled per process (local platform) or per container (Kubernetes) over the measured window
-only; vCPU is CPU seconds per second, memory the peak resident set.</p>
+<p>Resources are measured per process (local platform) or per container (Kubernetes). {resources}</p>
 """
 
 
@@ -295,7 +313,12 @@ def render(summary: dict[str, Any]) -> str:
             for t in summary["invalid_trials"]
         ]
         parts.append("</ul>")
-    parts += ["<h2>Method</h2>", _METHOD.format(resamples=summary["resamples"])]
+    method = _METHOD.format(
+        resamples=summary["resamples"],
+        order=escape(trial_order(summary)),
+        resources=" ".join(escape(n) for n in resource_notes(summary)),
+    )
+    parts += ["<h2>Method</h2>", method]
     title = escape(f"testbed report {run.get('run_id', '')}")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

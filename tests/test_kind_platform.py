@@ -136,6 +136,7 @@ class FakeCluster:
         self.load_output = LOAD_RESULT
         self.scrapes: Counter[str] = Counter()
         self.node_reads: Counter[str] = Counter()
+        self.last_reads: dict[str, str] = {}
         self.read_failure: CommandError | None = None
         self.marks = (marks.START, marks.END)
         self.builds: list[tuple[Path, str, dict[str, str]]] = []
@@ -152,7 +153,11 @@ class FakeCluster:
         self.builds.append((context, tag, build_args))
 
     def run_in_nodes(self, containers: Sequence[str], script: str, *, timeout: float) -> dict[str, str]:
-        """Each node's read: the fixture, `SCRAPE_INTERVAL_S` of work later at each read (edge) after."""
+        """Each node's read: the fixture, then `SCRAPE_INTERVAL_S` of work after the one before at each edge.
+
+        Each from the one before, as the counters read after a read's scan of the containers hold that
+        scan's own CPU, which every later read holds too (`advance_read`).
+        """
         assert script == metrics.NODE_READ and timeout > 0
         if self.read_failure is not None:
             raise self.read_failure
@@ -163,7 +168,9 @@ class FakeCluster:
             role = re.search(r"-(control-plane|worker\d*)$", node)
             assert role is not None, node
             text = (NODE_READS / f"{CLUSTER}-{role[1]}.txt").read_text()  # the same nodes in every cluster
-            out[node] = advance_read(text, SCRAPE_INTERVAL_S * reads, self.rate, host_busy_vcpu=2.5)
+            if reads:
+                text = advance_read(self.last_reads[node], SCRAPE_INTERVAL_S, self.rate, host_busy_vcpu=2.5)
+            out[node] = self.last_reads[node] = text
         return out
 
     def rate(self, cid: str) -> float:
@@ -362,7 +369,8 @@ def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Pa
     assert load[load.index("--processes") + 1] == "1"  # the workers are the processes
     assert load[load.index("--expect-workers") + 1] == "3"
     assert load[load.index("--master-bind") + 1] == "0.0.0.0:5557"
-    assert trial.load.timeout_s == 5 + 30 + 10 + kp.EXEC_MARGIN_S + kp.WORKERS_CONNECT_S
+    assert trial.load.timeout_s == 5 + 30 + kp.LOAD_TAIL_S + 10 + kp.EXEC_MARGIN_S + kp.WORKERS_CONNECT_S
+    assert load[load.index("--tail") + 1] == f"{kp.LOAD_TAIL_S:g}"  # the load goes on under the end's read
     workers = next(
         a for a in plan.provision if isinstance(a, kp.WriteFile) and a.path == plan.workers_manifest
     )
@@ -468,11 +476,13 @@ def test_the_loadgen_pods_json_and_the_cgroup_reads_at_its_marks_make_the_result
     assert set(res["nodes"]) == set(NODES)
     worker = res["nodes"]["testbed-none-worker"]
     assert (
-        worker["cpu_seconds"] == pytest.approx(13 * 0.57)
+        # From after the start read's scan of the containers (0.04 s in the fixtures) to before the end's.
+        worker["cpu_seconds"] == pytest.approx((13 - 0.04) * 0.57)
         and worker["source"] == "kind node container (cgroup cpu.stat)"
     )
-    # The second trial's reads: 50 ms after each of its marks, as the fake answers.
-    assert res["reads"]["start_offset_s"][1] == pytest.approx(0.05, abs=0.01)
+    # The second trial's reads: 50 ms after each of its marks, as the fake answers; the start's figures
+    # are those read after its scan, 0.04 s later.
+    assert res["reads"]["start_offset_s"][1] == pytest.approx(0.09, abs=0.01)
     assert res["reads"]["end_offset_s"][1] == pytest.approx(0.05, abs=0.01)
     assert fake.node_reads == Counter({node: 4 for node in NODES})  # two trials, two edges each
     commands = fake.commands("kubectl")

@@ -7,6 +7,7 @@ labels, `[STABLE]` markers, order, Go's `%g` numbers, millisecond timestamps; se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -315,9 +316,15 @@ def advance_read(
 
     Each container's `usage_usec` grows by `rate(container id)` per second, the node's own by its
     containers' and `overhead_vcpu` more; the host's /proc/stat `system` field (USER_HZ ticks) by
-    `host_busy_vcpu`, and its `idle` by the rest of its cores.
+    `host_busy_vcpu`, and its `idle` by the rest of its cores. The counters read again after the scan
+    (the lines after the second time line) grew during the earlier read's scan by its own cost: the later
+    read starts from them, `seconds` less the scan's length later, and its own scan costs as much again.
     """
     lines = text.splitlines()
+    split = next((i for i, line in enumerate(lines) if i and ":" not in line), len(lines))
+    scan, rescan = lines[:split], lines[split:]
+    scan_s = float(rescan[0]) - float(scan[0]) if rescan else 0.0
+    again = {_counter(line): line for line in rescan[1:]}
     at = float(lines[0]) + seconds + late_s
     in_containers = 0.0
     for match in _USAGE_LINE.finditer(text):
@@ -325,12 +332,43 @@ def advance_read(
         if scope is not None:
             in_containers += rate(scope[1])
     out = [f"{at:.9f}"]
-    for line in lines[1:]:
-        node_vcpu = in_containers + overhead_vcpu
-        out.append(
-            _advance_line(line, lines, seconds=seconds, rate=rate, node_vcpu=node_vcpu, busy=host_busy_vcpu)
-        )
+    later: dict[str, str] = {}
+    node_vcpu = in_containers + overhead_vcpu
+    for line in scan[1:]:
+        counter = _counter(line)
+        if counter in again:  # from the earlier read's value after its scan
+            grown = again[counter]
+            moved = _advance_line(
+                grown, scan, seconds=seconds - scan_s, rate=rate, node_vcpu=node_vcpu, busy=host_busy_vcpu
+            )
+            later[counter] = _add(moved, grown, line)
+        else:
+            moved = _advance_line(
+                line, scan, seconds=seconds, rate=rate, node_vcpu=node_vcpu, busy=host_busy_vcpu
+            )
+        out.append(moved)
+    if rescan:
+        out.append(f"{at + scan_s:.9f}")
+        out += [later[_counter(line)] for line in rescan[1:]]
     return "\n".join(out) + "\n"
+
+
+def _counter(line: str) -> str:
+    """A counter line's path and name: `/proc/stat:cpu`, `cpu.stat:usage_usec`."""
+    path, _, content = line.partition(":")
+    return f"{path}:{content.split()[0] if content.split() else ''}"
+
+
+def _add(line: str, plus: str, minus: str) -> str:
+    """`line` with each number grown by `plus`'s less `minus`'s (the same counter read at two moments)."""
+    head, _, content = line.partition(":")
+    name, *values = content.split()
+    more = [
+        int(p) - int(m)
+        for p, m in zip(plus.partition(":")[2].split()[1:], minus.partition(":")[2].split()[1:], strict=True)
+    ]
+    sep = "  " if name == "cpu" else " "
+    return f"{head}:{name}{sep}{' '.join(str(int(v) + d) for v, d in zip(values, more, strict=True))}"
 
 
 def _advance_line(
@@ -370,6 +408,24 @@ def test_a_node_read_parses_into_its_cgroups_and_the_hosts_cpu() -> None:
     assert frontend.memory_bytes == 47_194_112 - 1_323_008  # the working set: inactive_file left out
     assert read.host["user"] == 42138.77 and read.host["steal"] == 412.33 and read.cores == 4
     assert read.has_memory
+    # Read again after the scan of the containers: 0.04 s later, its CPU (0.03 s) in the node's cgroup.
+    assert read.scanned_unix == pytest.approx(read.at_unix + 0.04)
+    assert read.node_scanned is not None and read.node_scanned.cpu_seconds == 290.143408
+    assert read.host_scanned is not None and read.host_scanned["system"] == read.host["system"] + 0.03
+    assert read.opening() == (read.scanned_unix, 290.143408, read.host_scanned)
+    assert read.closing() == (read.at_unix, 290.113408, read.host)
+
+
+def test_a_node_read_without_its_second_part_stands_for_both() -> None:
+    """A read cut short after the scan (or an older script's) is still read: its one time stands for both."""
+    text = node_read_text("testbed-none-worker")
+    whole = text.splitlines()
+    for cut in (len(whole) - 3, len(whole) - 1):  # no second part; its time and /proc/stat but no cpu.stat
+        read = parse_node_read("\n".join(whole[:cut]) + "\n", node="w")
+        assert read.scanned_unix is None and read.node_scanned is None and read.host_scanned is None
+        assert read.opening() == read.closing() == (read.at_unix, 290.113408, read.host)
+    with pytest.raises(TestbedError, match="unexpected line"):
+        parse_node_read(text + "1764763213.5\n", node="w")  # a third time line is not a read
 
 
 def test_the_node_read_script_reads_what_the_parser_knows() -> None:
@@ -479,6 +535,8 @@ def test_cgroup_window_adds_up_to_the_hosts_busy_cpu() -> None:
     )
     assert result["host"]["cores"] == 4 and result["host"]["steal_percent"] == 0.0
     worker = result["nodes"]["testbed-none-worker"]
+    # From after the start read's scan to before the end read's: neither scan's 0.03 s of CPU counted.
+    assert worker["cpu_seconds"] == pytest.approx((0.5 + 0.02 + 0.05) * 9.96, abs=1e-4)
     assert (
         worker["vcpu"] == pytest.approx(0.5 + 0.02 + 0.05)
         and worker["source"] == "kind node container (cgroup cpu.stat)"
@@ -486,7 +544,8 @@ def test_cgroup_window_adds_up_to_the_hosts_busy_cpu() -> None:
     assert worker["memory_mb"] == round((611_254_272 - 180_355_072) / 2**20, 1)
     assert result["unmatched_cgroups"] == 20  # every pod's pause sandbox: in the node overhead
     assert result["reads"]["window_unix"] == [round(start, 3), round(start + 10.0, 3)]
-    assert result["reads"]["start_offset_s"] == [0.05, 0.055]
+    # The start's figures are those read after its scan, 0.04 s after its first line.
+    assert result["reads"]["start_offset_s"] == [0.09, 0.095]
     assert result["warnings"] == []
 
 
@@ -543,3 +602,47 @@ def test_proc_stat_cpu_reads_the_hosts_line_as_psutil_does() -> None:
     assert busy_seconds({"user": 5.0, "nice": 1.0, "guest": 3.0, "idle": 100.0, "softirq": 0.5}) == 6.5
     with pytest.raises(ValueError, match="not a cpu line"):
         proc_stat_cpu("intr 12 0 0")
+
+
+def test_a_container_restarted_in_the_window_is_not_counted_and_is_named() -> None:
+    """Paired by id: the old container's counter is gone, the new one's is not its continuation."""
+    before, after, ids = cluster_reads(10.0, {"app": 0.25}, host_busy_vcpu=2.0)
+    node = "testbed-none-worker"
+    old = "dcde224bd079f2d1f8b9759f7722cfac6fd4b12026c31626a521cfbc1997470e"  # frontend's app
+    new = "0f" * 32
+    read = after[node]
+    containers = {(new if cid == old else cid): use for cid, use in read.containers.items()}
+    after[node] = dataclasses.replace(read, containers=containers)
+    ids = {**ids, new: ids[old]}  # `container_ids`: the new id in its status, the old in lastState
+    start = min(r.at_unix for r in before.values())
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 10.0))
+    components = result["components"]
+    assert components["app"]["processes"] == 3 and components["app"]["vcpu"] == 0.75
+    namespace, pod, container = ids[old]
+    assert result["warnings"] == [
+        f"container {container!r} of pod {namespace}/{pod} restarted during the window: "
+        "its CPU is not counted in its component (it is in node-overhead)"
+    ]
+    # Its 0.25 vCPU is still in its node's cgroup: in that node's overhead, and the sum is the host's busy.
+    assert components[NODE_OVERHEAD]["vcpu"] == pytest.approx(0.2 + 0.25, abs=1e-4)
+    total = sum(c["vcpu"] for c in components.values())
+    assert total == pytest.approx(result["host"]["busy_vcpu"], abs=1e-3)
+
+
+def test_a_container_only_at_one_edge_is_said_to_have_started_or_stopped() -> None:
+    before, after, ids = cluster_reads(10.0, {}, host_busy_vcpu=1.0)
+    node = "testbed-none-worker"
+    gone = "dcde224bd079f2d1f8b9759f7722cfac6fd4b12026c31626a521cfbc1997470e"
+    read = after[node]
+    after[node] = dataclasses.replace(
+        read, containers={cid: use for cid, use in read.containers.items() if cid != gone}
+    )
+    start = min(r.at_unix for r in before.values())
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 10.0))
+    assert len(result["warnings"]) == 1 and "stopped during the window" in result["warnings"][0]
+    after[node], first = read, before[node]
+    before[node] = dataclasses.replace(
+        first, containers={cid: use for cid, use in first.containers.items() if cid != gone}
+    )
+    result = cgroup_window(before, after, ids, window_unix=(start, start + 10.0))
+    assert len(result["warnings"]) == 1 and "started during the window" in result["warnings"][0]

@@ -136,3 +136,32 @@ def test_ctrl_c_stops_everything(
     for pid in started:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert [p for p in engine_processes() if p.pid in started] == []
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_tail_is_sent_after_the_window_and_not_recorded(
+    processes: int, tmp_path: Path, null_server: Callable[..., NullServer]
+) -> None:
+    """--tail 1: the load goes on for a second after the window (Locust counts it), the result does not."""
+    server = null_server()
+    args = ["load", server.url, "--rate", "200", "--duration", "1", "--warmup", "0"]
+    # Lateness is not what this is about: on a busy 2-core machine it is judged loosely.
+    args += ["--max-lateness-ms", "1000", "--processes", str(processes), "--out"]
+    started = time.monotonic()
+    proc = run_testbed(*args, str(tmp_path / "tail"), "--tail", "1")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    tail = load_result(tmp_path / "tail")
+    assert run_testbed(*args, str(tmp_path / "none")).returncode == 0
+    none = load_result(tmp_path / "none")
+    for result in (tail, none):
+        assert result["requests"] == result["scheduled"] == 200 and result["errors"] == 0
+        assert result["latency_us"]["service"]["count"] == 200 and result["valid"], result["invalid_reasons"]
+    assert tail["tail_s"] == 1 and none["tail_s"] == 0
+    assert none["loadgen"]["locust_requests"] == 200
+    # Locust's own count sees every request made, the tail's too: a second more at 200 rps.
+    assert 390 <= tail["loadgen"]["locust_requests"] <= 400
+    assert elapsed > 2.0
+    # The end mark is still the window's end, a second before the tail's.
+    ends = [line for line in proc.stderr.splitlines() if line.startswith("testbed: measured window end")]
+    assert ends == [f"testbed: measured window end {tail['window_unix'][1]:.3f}"]

@@ -17,7 +17,7 @@ from testbed.loadgen.result import (
     new_histogram,
     record,
 )
-from testbed.loadgen.schedule import intended_offsets
+from testbed.loadgen.schedule import intended_offsets, phase
 
 
 def config(**overrides: object) -> LoadConfig:
@@ -57,6 +57,46 @@ def test_poisson_schedule_has_the_rate_and_is_reproducible() -> None:
     assert other != a[: len(other)]
 
 
+def _parts(
+    tail_s: float, *, rate: float, warmup_s: float, duration_s: float, arrival: str, share: int, shares: int
+) -> dict[str, list[float]]:
+    """The send offsets of one share with a tail, by `phase`, as the engine walks them."""
+    offsets = intended_offsets(
+        rate=rate,
+        total_s=warmup_s + duration_s + tail_s,
+        arrival=arrival,  # type: ignore[arg-type]
+        share=share,
+        shares=shares,
+    )
+    out: dict[str, list[float]] = {"warmup": [], "window": [], "tail": []}
+    for offset in offsets:
+        out[phase(offset, warmup_s=warmup_s, duration_s=duration_s)].append(offset)
+    return out
+
+
+@pytest.mark.parametrize("arrival", ["uniform", "poisson"])
+@pytest.mark.parametrize(
+    ("warmup_s", "duration_s", "rate"), [(1.0, 2.0, 500.0), (0.3, 1.0, 100.0), (0.0, 0.7, 30.0)]
+)
+def test_a_tail_sends_after_the_window_and_leaves_the_window_as_it_was(
+    arrival: str, warmup_s: float, duration_s: float, rate: float
+) -> None:
+    """The engine's schedule with a tail: the same warm-up and window sends, then the tail's, not recorded."""
+    for shares in (1, 3):
+        for share in range(shares):
+            trial = {"rate": rate, "warmup_s": warmup_s, "duration_s": duration_s, "arrival": arrival}
+            without = _parts(0.0, **trial, share=share, shares=shares)  # type: ignore[arg-type]
+            with_tail = _parts(2.0, **trial, share=share, shares=shares)  # type: ignore[arg-type]
+            assert without["tail"] == []
+            assert with_tail["warmup"] == without["warmup"] and with_tail["window"] == without["window"]
+            assert with_tail["tail"] and min(with_tail["tail"]) >= warmup_s + duration_s
+            assert max(with_tail["tail"]) < warmup_s + duration_s + 2.0
+            if arrival == "uniform":
+                assert len(with_tail["tail"]) == pytest.approx(2.0 * rate / shares, abs=1)
+    whole = [phase(k / 100, warmup_s=1.0, duration_s=2.0) for k in range(500)]
+    assert whole.count("warmup") == 100 and whole.count("window") == 200 and whole.count("tail") == 200
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -67,6 +107,7 @@ def test_poisson_schedule_has_the_rate_and_is_reproducible() -> None:
         ({"rate": -5.0}, "--rate must be positive"),
         ({"duration_s": 0.0}, "--duration must be positive"),
         ({"warmup_s": -1.0}, "--warmup"),
+        ({"tail_s": -0.5}, "--tail must be zero or positive"),
         ({"connections": 0}, "--connections"),
         ({"processes": 0}, "--processes"),
         ({"arrival": "burst"}, "--arrival must be one of uniform, poisson"),

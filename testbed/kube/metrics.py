@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,6 +358,10 @@ _KEEP = '-e ^usage_usec -e ^inactive_file -e "^[0-9]"'
 #: cri-containerd-<ID>.scope`, ID being the container's id in the pod's status (the shape the kubelet
 #: parses in `pkg/kubelet/stats/cri_stats_provider.go` `extractIDFromCgroupPath`). `find` looks for the
 #: scopes wherever they are under kubelet.slice; `grep -s` passes over a cgroup that went meanwhile.
+#: After the scan, the time, the host's `cpu` line and the node's own usage_usec once more: the scan's
+#: own CPU (find and grep over every container, in the node's cgroup and the host's busy time) lies
+#: between the two, and `cgroup_window` takes the later ones at the window's start and the earlier ones at
+#: its end, so that neither edge's scan is counted inside the window.
 NODE_READ = (
     "date +%s.%N; "
     'grep -H "^cpu" /proc/stat; '
@@ -366,6 +370,9 @@ NODE_READ = (
     'find kubelet.slice -path "*/cri-containerd-*.scope/*" '
     '"(" -name cpu.stat -o -name memory.current -o -name memory.stat ")" '
     f'-exec grep -s -H {_KEEP} "{{}}" +; '
+    "date +%s.%N; "
+    'grep -H "^cpu " /proc/stat; '
+    "grep -s -H ^usage_usec cpu.stat; "
     "exit 0"
 )
 _SCOPE = re.compile(r"(?:^|/)cri-containerd-(?P<id>[0-9a-f]+)\.scope$")
@@ -374,7 +381,12 @@ _PROC_STAT = "/proc/stat"
 
 @dataclass(frozen=True, kw_only=True)
 class NodeRead:
-    """One kind node's `NODE_READ` output: its cgroup, its containers' cgroups and the host's CPU."""
+    """One kind node's `NODE_READ` output: its cgroup, its containers' cgroups and the host's CPU.
+
+    `at_unix`, `node` and `host` are read before the scan of the containers; `scanned_unix`,
+    `node_scanned` and `host_scanned` after it (None in a read without that part: then the earlier ones
+    stand for both). The containers' own figures are timed at `at_unix`.
+    """
 
     at_unix: float
     node: Usage
@@ -385,6 +397,19 @@ class NodeRead:
     cores: int
     #: Whether the node's cgroup has memory.current (the memory controller is enabled there).
     has_memory: bool = True
+    scanned_unix: float | None = None
+    node_scanned: Usage | None = None
+    host_scanned: Mapping[str, float] | None = None
+
+    def opening(self) -> tuple[float, float, Mapping[str, float]]:
+        """(time, node CPU seconds, host CPU) as the window's start: after the scan, so as to leave it out."""
+        if self.scanned_unix is None or self.node_scanned is None or self.host_scanned is None:
+            return self.at_unix, self.node.cpu_seconds, self.host
+        return self.scanned_unix, self.node_scanned.cpu_seconds, self.host_scanned
+
+    def closing(self) -> tuple[float, float, Mapping[str, float]]:
+        """(time, node CPU seconds, host CPU) as the window's end: before the scan."""
+        return self.at_unix, self.node.cpu_seconds, self.host
 
 
 @dataclass
@@ -402,19 +427,30 @@ def parse_node_read(text: str, *, node: str) -> NodeRead:
     at = _wall_clock(lines[0], node)
     cpu_lines: list[str] = []
     cgroups: dict[str, _Cgroup] = {}
+    # After the scan (a second time line): the time, the host's cpu line and the node's usage_usec again.
+    scanned_at: float | None = None
+    scanned_cpu: list[str] = []
+    scanned = _Cgroup()
     for line in lines[1:]:
         path, sep, content = line.partition(":")
         if not sep:
+            if scanned_at is None and _is_number(line):
+                scanned_at = float(line)
+                continue
             raise TestbedError(f"kind node {node}: unexpected line in its cgroup read: {line[:120]!r}")
         if path == _PROC_STAT:
-            cpu_lines.append(content)
+            (cpu_lines if scanned_at is None else scanned_cpu).append(content)
             continue
         directory, _, name = path.rpartition("/")
         try:
-            _take(cgroups.setdefault(directory, _Cgroup()), name, content)
+            if scanned_at is None:
+                _take(cgroups.setdefault(directory, _Cgroup()), name, content)
+            elif directory == "":
+                _take(scanned, name, content)
         except ValueError:
             raise TestbedError(f"kind node {node}: not a number in {path}: {content[:80]!r}") from None
     host = next((proc_stat_cpu(line) for line in cpu_lines if line.startswith("cpu ")), None)
+    host_scanned = next((proc_stat_cpu(line) for line in scanned_cpu if line.startswith("cpu ")), None)
     cores = sum(1 for line in cpu_lines if line[3:4].isdigit())
     own = cgroups.pop("", None)
     if own is None or own.usage_usec is None:
@@ -430,6 +466,8 @@ def parse_node_read(text: str, *, node: str) -> NodeRead:
         if match is None or cgroup.usage_usec is None:
             continue  # a cgroup that went between `find` and `grep`, or a file of no container
         containers[match["id"]] = _usage(cgroup, at)
+    # A read cut short after its scan (the node busy, the exec killed) still has its earlier figures.
+    complete = scanned_at is not None and scanned.usage_usec is not None and host_scanned is not None
     return NodeRead(
         at_unix=at,
         node=_usage(own, at),
@@ -437,7 +475,18 @@ def parse_node_read(text: str, *, node: str) -> NodeRead:
         host=host,
         cores=max(cores, 1),
         has_memory=own.current is not None,
+        scanned_unix=scanned_at if complete else None,
+        node_scanned=_usage(scanned, scanned_at) if complete and scanned_at is not None else None,
+        host_scanned=host_scanned if complete else None,
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _take(cgroup: _Cgroup, name: str, content: str) -> None:
@@ -505,9 +554,18 @@ def cgroup_window(
     Each pod container's CPU between its node's two reads goes to its component (`window`); then
     `node-overhead` (each node container's CPU less its pods' containers) and `kernel-unattributed` (the
     host's busy CPU from /proc/stat less every node container), so that the components add up to the
-    host's busy CPU. Rates (`vcpu`) are taken over each node's own interval between its reads; `reads`
-    says how far those were from the window's edges. A container whose id is not in the pod list (the
-    pods' pause sandboxes) is left in its node's overhead.
+    host's busy CPU. The node's and the host's counters are taken after the start read's scan of the
+    containers and before the end read's (`NodeRead.opening`, `closing`): the reads' own CPU is outside.
+    Rates (`vcpu`) are taken over each node's own interval between its reads; `reads` says how far those
+    were from the window's edges. A container whose id is not in the pod list (the pods' pause sandboxes)
+    is left in its node's overhead.
+
+    Containers are paired by id, not by name: a container that restarted in the window has a new id
+    (and its old cgroup, with its counter, is gone), so it is in one read only. It is left out of the
+    components with a warning; its CPU in the window (the old container's until it stopped, the new
+    one's since it started) stays in its node's overhead, which is the node's whole cgroup less its
+    paired containers: the node's cgroup keeps a removed child's CPU, so the components still add up to
+    the host's busy CPU, and the warning says which overhead holds more than the node's own work.
     """
     nodes = [node for node in before if node in after]
     if not nodes:
@@ -517,48 +575,49 @@ def cgroup_window(
     unmatched = 0
     node_figures: dict[str, dict[str, Any]] = {}
     overhead = {"cpu": 0.0, "vcpu": 0.0, "memory": 0.0}
+    in_nodes = 0.0  # the node containers' vCPU, summed
+    unpaired: dict[Key, set[str]] = {}  # the edges ("start", "end") at which a container was alone
     for node in nodes:
         start, end = before[node], after[node]
         unmatched += sum(1 for cid in end.containers if cid not in ids)
         in_pods = {"cpu": 0.0, "memory": 0.0}
-        for cid, use in start.containers.items():
+        for cid in start.containers.keys() - end.containers.keys():
             if cid in ids:
-                first[ids[cid]] = use
+                unpaired.setdefault(ids[cid], set()).add("start")
         for cid, use in end.containers.items():
-            if cid in ids:
-                last[ids[cid]] = use
-                in_pods["memory"] += use.memory_bytes
-                if cid in start.containers:
-                    used = use.cpu_seconds - start.containers[cid].cpu_seconds
-                    in_pods["cpu"] += used if used >= 0 else use.cpu_seconds
-        interval = end.at_unix - start.at_unix
-        used = end.node.cpu_seconds - start.node.cpu_seconds
+            if cid not in ids:
+                continue
+            in_pods["memory"] += use.memory_bytes
+            if cid not in start.containers:
+                unpaired.setdefault(ids[cid], set()).add("end")
+                continue
+            first[ids[cid]], last[ids[cid]] = start.containers[cid], use
+            in_pods["cpu"] += use.cpu_seconds - start.containers[cid].cpu_seconds
+        opened, node_start, _ = start.opening()
+        closed, node_end, _ = end.closing()
+        interval = closed - opened
+        used = node_end - node_start
         node_figures[node] = {
             "cpu_seconds": round(used, 4),
             "vcpu": round(used / interval, 4) if interval > 0 else 0.0,
             "source": "kind node container (cgroup cpu.stat)",
             "memory_mb": round(end.node.memory_bytes / 2**20, 1) if end.has_memory else None,
-            "read_unix": [round(start.at_unix, 3), round(end.at_unix, 3)],
+            "read_unix": [round(opened, 3), round(closed, 3)],
         }
-        if interval > 0:
-            overhead["cpu"] += used - in_pods["cpu"]
-            overhead["vcpu"] += (used - in_pods["cpu"]) / interval
+        # The containers are read during the scans: their interval is from scan to scan, the node's own
+        # from after the start's scan to before the end's. The overhead is the difference of the rates.
+        scans = end.at_unix - start.at_unix
+        if interval > 0 and scans > 0:
+            in_nodes += used / interval
+            rest = used / interval - in_pods["cpu"] / scans
+            overhead["vcpu"] += rest
+            overhead["cpu"] += rest * scans
         if end.has_memory:
             overhead["memory"] += max(0.0, end.node.memory_bytes - in_pods["memory"])
     result = window(first, last, attribution, source=CGROUP_SOURCE, memory_source=MEMORY_SOURCE)
-    # The host's kernel is the same in every node: its /proc/stat as the first node read it.
-    start, end = before[nodes[0]], after[nodes[0]]
-    length = end.at_unix - start.at_unix
-    busy = busy_seconds(end.host) - busy_seconds(start.host)
-    steal = end.host.get("steal", 0.0) - start.host.get("steal", 0.0)
-    host = host_figures(busy, steal, length, end.cores)
-    host["source"] = f"/proc/stat, read in kind node {nodes[0]} (the host's kernel)"
-    in_nodes = sum(
-        (after[n].node.cpu_seconds - before[n].node.cpu_seconds) / (after[n].at_unix - before[n].at_unix)
-        for n in nodes
-        if after[n].at_unix > before[n].at_unix
-    )
-    kernel_vcpu = (busy / length if length > 0 else 0.0) - in_nodes
+    result["warnings"] += _unpaired(unpaired, paired=first.keys())
+    host, busy_vcpu = _host(before[nodes[0]], after[nodes[0]], nodes[0])
+    kernel_vcpu = busy_vcpu - in_nodes
     components = result["components"]
     components[NODE_OVERHEAD] = {
         "cpu_seconds": round(overhead["cpu"], 4),
@@ -581,6 +640,34 @@ def cgroup_window(
     return result
 
 
+def _host(start: NodeRead, end: NodeRead, node: str) -> tuple[dict[str, Any], float]:
+    """The host's figures and busy vCPU between a node's reads: the kernel is the same in every node."""
+    opened, _, host_start = start.opening()
+    closed, _, host_end = end.closing()
+    length = closed - opened
+    busy = busy_seconds(host_end) - busy_seconds(host_start)
+    steal = host_end.get("steal", 0.0) - host_start.get("steal", 0.0)
+    host = host_figures(busy, steal, length, end.cores)
+    host["source"] = f"/proc/stat, read in kind node {node} (the host's kernel)"
+    return host, busy / length if length > 0 else 0.0
+
+
+def _unpaired(unpaired: Mapping[Key, set[str]], *, paired: Collection[Key]) -> list[str]:
+    """A warning for each container read at one edge only: restarted (its id changed), started or stopped."""
+    warnings = []
+    for key, edges in sorted(unpaired.items()):
+        if key in paired or edges == {"start", "end"}:
+            what = "restarted during the window"
+        elif edges == {"start"}:
+            what = "stopped during the window"
+        else:
+            what = "started during the window"
+        warnings.append(
+            f"{_show(key)} {what}: its CPU is not counted in its component (it is in node-overhead)"
+        )
+    return warnings
+
+
 def _offsets(
     before: Mapping[str, NodeRead],
     after: Mapping[str, NodeRead],
@@ -590,8 +677,12 @@ def _offsets(
 ) -> dict[str, Any]:
     """How far each edge's reads were from the edge (seconds, positive: after it), as [earliest, latest]."""
     out: dict[str, Any] = {"window_unix": [round(window_unix[0], 3), round(window_unix[1], 3)]}
-    for edge, reads, at in (("start", before, window_unix[0]), ("end", after, window_unix[1])):
-        offsets = [reads[node].at_unix - at for node in nodes]
+    edges = (
+        ("start", [before[node].opening()[0] for node in nodes], window_unix[0]),
+        ("end", [after[node].closing()[0] for node in nodes], window_unix[1]),
+    )
+    for edge, times, at in edges:
+        offsets = [read_at - at for read_at in times]
         out[f"{edge}_offset_s"] = [round(min(offsets), 3), round(max(offsets), 3)]
         worst = max(offsets, key=abs)
         if abs(worst) > READ_OFFSET_WARNING_S:

@@ -59,6 +59,13 @@ ROLLOUT_TIMEOUT_S = 330.0
 SCRAPE_TIMEOUT_S = 30.0
 #: What `kubectl exec` adds to a trial's own length (pod lookup, start of Python and Locust, the JSON).
 EXEC_MARGIN_S = 120.0
+#: `testbed load --tail`: the load goes on this long after the measured window, not recorded. The
+#: resources are read only when the window's end mark reaches the platform, a `docker exec` (kind) or a
+#: kubectl call (existing) later, up to about a second; over the tail, that read, like the start read a
+#: moment after the window began, is made under the window's own load, not while it drains, so that each
+#: read's own interval is at the window's steady rate. 2 s: above `metrics.READ_OFFSET_WARNING_S`, beyond
+#: which a read is warned about anyway.
+LOAD_TAIL_S = 2.0
 #: How long the master waits for its workers to connect (`testbed.loadgen.engine.run_master`).
 WORKERS_CONNECT_S = 60.0
 #: Shown instead of node names on `existing`, where the nodes are found at run time.
@@ -611,7 +618,8 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
     distributed: tuple[str, ...] = ()
     setup: tuple[Step, ...] = ()
     cleanup: tuple[Step, ...] = ()
-    timeout = config.warmup_s + config.duration_s + config.timeout_s + EXEC_MARGIN_S
+    config = dataclasses.replace(config, tail_s=LOAD_TAIL_S)
+    timeout = config.warmup_s + config.duration_s + config.tail_s + config.timeout_s + EXEC_MARGIN_S
     if cluster.loadgen_workers > 1:
         assert cluster.workers_manifest is not None
         # The workers are the engine's processes: the master in the loadgen pod only coordinates.
@@ -653,7 +661,8 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
         )
     load = Step(
         description=f"the trial: {config.rate:g} rps for {config.warmup_s:g} + {config.duration_s:g} s "
-        "from the loadgen pod; the testbed.load/1 JSON comes back on stdout",
+        f"(+ {config.tail_s:g} s not recorded, under which the end is read) from the loadgen pod; "
+        "the testbed.load/1 JSON comes back on stdout",
         argv=(
             *k,
             "exec",

@@ -32,6 +32,10 @@ class LoadConfig:
     rate: float
     duration_s: float
     warmup_s: float
+    #: Seconds the load goes on at the same rate after the measured window, not recorded: a platform that
+    #: reads its counters only when it sees the window's end mark (kind, over `docker exec`) then reads them
+    #: under the same load as inside the window, not as it drains (`testbed.kube.plan.LOAD_TAIL_S`).
+    tail_s: float = 0.0
     connections: int = 16
     processes: int = 1
     arrival: Arrival = "uniform"
@@ -81,6 +85,7 @@ def validate(config: LoadConfig) -> None:
         (config.rate > 0, f"--rate must be positive (requests per second), got {config.rate:g}"),
         (config.duration_s > 0, f"--duration must be positive (seconds), got {config.duration_s:g}"),
         (config.warmup_s >= 0, f"--warmup must be zero or positive (seconds), got {config.warmup_s:g}"),
+        (config.tail_s >= 0, f"--tail must be zero or positive (seconds), got {config.tail_s:g}"),
         (config.connections >= 1, f"--connections must be at least 1, got {config.connections}"),
         (config.processes >= 1, f"--processes must be at least 1, got {config.processes}"),
         (

@@ -41,7 +41,7 @@ from testbed.errors import TestbedError
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.loadgen.result import ShareResult, encode, new_histogram, record
-from testbed.loadgen.schedule import intended_offsets
+from testbed.loadgen.schedule import intended_offsets, phase
 from testbed.loadgen.timer import ScheduleClock
 
 LOCUST_VERSION: str = locust.__version__
@@ -156,6 +156,10 @@ class _Share:
         self.window_start_unix = t0_wall + config.warmup_s
         self.measure_start = self.t0 + config.warmup_s
         self.end = self.measure_start + config.duration_s
+        # After the window, the tail (`LoadConfig.tail_s`): the same schedule goes on, sent and not recorded.
+        self.tail_end = self.end + config.tail_s
+        #: Measured sends not finished yet: only they count as errors when the drain gives up.
+        self.measured_in_flight = 0
         self.process = psutil.Process()
         self.cpu_mark: tuple[float, float] | None = None
 
@@ -170,6 +174,7 @@ class _Share:
         try:
             self._send(intended, measured)
         finally:
+            self.measured_in_flight -= measured
             self.slots.release()
 
     def _send(self, intended: float, measured: bool) -> None:
@@ -214,7 +219,7 @@ class _Share:
         gevent.spawn_later(max(0.0, self.measure_start - time.perf_counter()), self._mark_cpu)
         offsets = intended_offsets(
             rate=config.rate,
-            total_s=config.warmup_s + config.duration_s,
+            total_s=config.warmup_s + config.duration_s + config.tail_s,
             arrival=config.arrival,
             share=self.share,
             shares=self.shares,
@@ -227,13 +232,18 @@ class _Share:
         gc.freeze()
         clock = ScheduleClock()  # a timerfd: gevent's own timers wake on whole milliseconds only
         clock_name = "timerfd" if clock.precise else "gevent"
+        window_end: tuple[float, float] | None = None  # (wall, CPU) when the tail's first send comes
         try:
             for offset in offsets:
                 intended = self.t0 + offset
-                measured = intended >= self.measure_start
+                part = phase(offset, warmup_s=config.warmup_s, duration_s=config.duration_s)
+                tail = part == "tail"
+                if tail and window_end is None:
+                    window_end = time.perf_counter(), self._cpu_seconds()
+                measured = part == "window"
                 self.counts["scheduled"] += measured
                 now = time.perf_counter()
-                if now >= self.end + LATE_GRACE_S:
+                if now >= (self.tail_end if tail else self.end) + LATE_GRACE_S:
                     continue  # far behind when the window closed: counted as not sent (the rate shows it)
                 if intended > now:
                     clock.wait_until(intended)
@@ -242,15 +252,16 @@ class _Share:
                 if self.slots.locked():
                     self.counts["connection_waits"] += measured
                 self.slots.acquire()
+                self.measured_in_flight += measured
                 gevent.spawn_raw(self.send, intended, measured)
                 self.counts["sent"] += measured
         finally:
             clock.close()
             gc.unfreeze()
-        wall_end, cpu_end = time.perf_counter(), self._cpu_seconds()
+        wall_end, cpu_end = window_end or (time.perf_counter(), self._cpu_seconds())
         drained = self._drain(config.timeout_s + 2)
         if not drained:
-            stuck = self.connections - self.slots.counter
+            stuck = self.measured_in_flight  # a tail's send is not counted, even unfinished
             self.closed = True
             self.counts["completed"] += stuck
             self.counts["errors"] += stuck
@@ -321,7 +332,7 @@ def _shares(results: list[dict[str, Any]]) -> list[ShareResult]:
 
 
 def _deadline(config: LoadConfig) -> float:
-    return config.warmup_s + config.duration_s + config.timeout_s + 30.0
+    return config.warmup_s + config.duration_s + config.tail_s + config.timeout_s + 30.0
 
 
 @contextlib.contextmanager

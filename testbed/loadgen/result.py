@@ -185,6 +185,7 @@ def build_result(
         "rate": config.rate,
         "duration_s": config.duration_s,
         "warmup_s": config.warmup_s,
+        "tail_s": config.tail_s,  # sent after the window at the same rate, not recorded
         "arrival": config.arrival,
         "connections": config.connections,
         "method": config.method,

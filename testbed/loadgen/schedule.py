@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Literal
 
 from testbed.loadgen.config import Arrival
+
+#: Where a send falls: the warm-up and the tail (`LoadConfig.tail_s`) are sent and not recorded.
+Phase = Literal["warmup", "window", "tail"]
 
 
 def intended_offsets(
@@ -29,3 +33,14 @@ def intended_offsets(
     while offset < total_s:
         yield offset
         offset += rng.expovariate(share_rate)
+
+
+def phase(offset: float, *, warmup_s: float, duration_s: float) -> Phase:
+    """The part of the trial a send at `offset` belongs to, decided on the offset as the schedule ends on it.
+
+    The window is [warmup_s, warmup_s + duration_s), the bound that `intended_offsets` is given without a
+    tail: with one, the window holds the same sends whatever the floating-point rounding of the edges.
+    """
+    if offset < warmup_s:
+        return "warmup"
+    return "window" if offset < warmup_s + duration_s else "tail"

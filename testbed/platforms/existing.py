@@ -4,22 +4,36 @@ Nothing is deleted but the namespaces the testbed creates (`testbed`, and `testb
 plaintext probe); a mesh it installs stays installed (Istio, Linkerd; Cilium is refused here, as it
 would replace the cluster's CNI), and its images are pulled by the nodes. The pods run `--image`, which the
 nodes must be able to pull (build it with the Dockerfile and push it to your registry), and the testbed
-does not label your nodes: label one `testbed.io/role=apps` and another `testbed.io/role=loadgen`, so
-that every call from the load generator crosses nodes, as on kind.
+does not label your nodes: label three different nodes `testbed.io/role=apps-a`, `testbed.io/role=apps-b`
+and `testbed.io/role=loadgen`, so that every call crosses nodes as on kind, and the two app nodes also
+`testbed.io/pool=apps` (the meshes' control planes and shared proxies run there, never on the load
+generator's node).
+
+CPU and memory come from two scrapes of each node's kubelet, at the measured window's edges; the kubelet
+takes each container's figures from cAdvisor, which samples it every 10-15 s (`testbed.kube.metrics`), so
+a window under `MIN_WINDOW_S` is warned about in the trial's `resources.warnings`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from testbed import proc
 from testbed.errors import UsageError
 from testbed.kube import manifests as m
 from testbed.kube import plan as kp
 from testbed.meshes.kube import KubeMesh
-from testbed.platforms.kube import KubePlatform
+from testbed.platforms.kube import Edge, KubeDeployment, KubePlatform
 from testbed.topology import Topology
 from testbed.versions import Versions
+
+#: Shorter measured windows are warned about: cAdvisor samples each container every 10 s, stretched up to
+#: 15 s (kubernetes/kubernetes pkg/kubelet/cadvisor/cadvisor_linux.go `defaultHousekeepingInterval`,
+#: `maxHousekeepingInterval`), so a container needs about two of its intervals to get a fresh sample near
+#: each edge of the window.
+MIN_WINDOW_S = 30.0
 
 
 class ExistingPlatform(KubePlatform):
@@ -51,6 +65,25 @@ class ExistingPlatform(KubePlatform):
             logs_dir=run_dir / "logs" / mesh.name,
             loadgen_workers=self.loadgen_workers,
         )
+
+    def window_resources(
+        self,
+        deployment: KubeDeployment,
+        start: Edge,
+        end: Edge,
+        after: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """The kubelets' figures (`KubePlatform.window_resources`), warned about when the window is short."""
+        result = super().window_resources(deployment, start, end, after)
+        length = end[0] - start[0]
+        if length < MIN_WINDOW_S:
+            result.setdefault("warnings", []).append(
+                f"the measured window was {length:.1f} s, under {MIN_WINDOW_S:g} s: the kubelet takes each "
+                "container's figures from cAdvisor, which samples it every 10-15 s, so many containers have "
+                "no new sample between the two scrapes (left out) or one taken far from the window's edges; "
+                f"use a scenario with duration_s of {MIN_WINDOW_S:g} or more on existing"
+            )
+        return result
 
     def platform_versions(self) -> dict[str, str]:
         return {"context": self.context, "image": self.image}
