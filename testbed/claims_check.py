@@ -53,8 +53,8 @@ def _resource(claim: Claim, cell: dict[str, Any], passes: int) -> tuple[float | 
         how = f"all sidecars' vCPU per 1,000 entry requests / {passes} proxy passes per request"
         return sidecar["vcpu_per_krps"] / passes, how
     if claim.metric == "proxy_mb":
-        return per_proxy_mb, f"peak RSS per sidecar ({sidecar['processes']} sidecars)"
-    return per_proxy_mb, f"peak RSS per sidecar at {cell['rate']:g} rps (memory barely scales with rate)"
+        return per_proxy_mb, f"memory per sidecar, as in the resources ({sidecar['processes']} sidecars)"
+    return per_proxy_mb, f"memory per sidecar at {cell['rate']:g} rps (memory barely scales with rate)"
 
 
 def _measured(claim: Claim, cell: dict[str, Any], passes: int) -> tuple[float | None, str]:

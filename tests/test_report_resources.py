@@ -105,7 +105,7 @@ def test_the_memory_column_says_what_each_platform_measured(
     method = page[page.index("<h2>Resources</h2>") : page.index("<h2>Published claims")]
     method += page[page.index("<h2>Method</h2>") :]
     assert memory.split(" (", maxsplit=1)[0] in resources
-    if platform != "local":  # (claims_check.py's "peak RSS per sidecar" is outside these sections)
+    if platform != "local":
         assert "peak RSS" not in resources + method and "peak resident" not in resources + method
         assert sources["cpu"] == [metrics.CGROUP_SOURCE if platform == "kind" else metrics.SOURCE]
 
