@@ -132,6 +132,7 @@ class FakeCluster:
             "testbed.io/pool=apps": ["lab-node-a", "lab-node-b"],
         }
         self.fail_on: str | None = None
+        self.fail_stderr = "error: boom\n"
         self.interrupt_on: str | None = None
         self.load_output = LOAD_RESULT
         self.scrapes: Counter[str] = Counter()
@@ -208,11 +209,11 @@ class FakeCluster:
             raise KeyboardInterrupt
         if self.fail_on is not None and self.fail_on in line:
             raise CommandError(
-                f"{line} exited with code 1: error: boom",
+                f"{line} exited with code 1: {self.fail_stderr.strip()}",
                 argv=argv,
                 exit_code=1,
                 stdout="",
-                stderr="error: boom\n",
+                stderr=self.fail_stderr,
             )
         return subprocess.CompletedProcess(argv, 0, self.answer(line), "a line on stderr\n")
 
@@ -567,6 +568,17 @@ def test_reuse_runs_on_the_existing_cluster(tmp_path: Path, scenario: Path, fake
     assert kube_run(tmp_path, scenario, "--reuse", "--keep") == 0
     assert not any("create cluster" in c or "delete" in c for c in fake.commands())
     assert f"kind load docker-image {IMAGE} --name testbed-none" in fake.commands()
+
+
+def test_a_load_generator_older_than_the_plan_is_named(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image built before a flag the plan passes (`--tail`): argparse's error, and what it means."""
+    fake.fail_on = " exec deploy/loadgen "
+    fake.fail_stderr = "usage: testbed [-h]\ntestbed: error: unrecognized arguments: --tail 2\n"
+    assert kube_run(tmp_path, scenario) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unrecognized arguments: --tail 2: is the loadgen pod's image (--image) older than" in err
 
 
 def test_a_failing_load_generator_points_at_its_log(

@@ -555,7 +555,9 @@ def cgroup_window(
     `node-overhead` (each node container's CPU less its pods' containers) and `kernel-unattributed` (the
     host's busy CPU from /proc/stat less every node container), so that the components add up to the
     host's busy CPU. The node's and the host's counters are taken after the start read's scan of the
-    containers and before the end read's (`NodeRead.opening`, `closing`): the reads' own CPU is outside.
+    containers and before the end read's (`NodeRead.opening`, `closing`): the scans' own CPU is outside the
+    node cgroups' window. What `docker exec` costs on the host itself (dockerd, containerd, runc, before the
+    script's first line) is in no node cgroup, so it is in `kernel-unattributed`: tens of ms per read.
     Rates (`vcpu`) are taken over each node's own interval between its reads; `reads` says how far those
     were from the window's edges. A container whose id is not in the pod list (the pods' pause sandboxes)
     is left in its node's overhead.

@@ -216,8 +216,14 @@ class KubePlatform:
             except CommandError as e:
                 log.write_text(e.stderr)
                 tail = " ".join((e.stderr.strip() or e.stdout.strip()).splitlines()[-3:])
+                # argparse's word for a flag this version does not know: an image older than the plan.
+                stale = (
+                    ": is the loadgen pod's image (--image) older than this testbed?"
+                    if "unrecognized arguments" in e.stderr
+                    else ""
+                )
                 raise TestbedError(
-                    f"the load generator in the loadgen pod failed: {tail} (see {log})"
+                    f"the load generator in the loadgen pod failed: {tail}{stale} (see {log})"
                 ) from None
             after = {step.description: self.run(step).stdout for step in steps.after}
         finally:
