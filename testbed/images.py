@@ -40,7 +40,7 @@ from typing import Literal, TypeVar
 
 from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.kube import docker as kube_docker
-from testbed.kube.plan import image_tag
+from testbed.kube.actions import image_tag
 from testbed.tools import host_arch
 from testbed.versions import Versions, load_versions
 

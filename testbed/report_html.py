@@ -11,7 +11,7 @@ import plotly.io as pio
 import plotly.offline
 
 from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
-from testbed.report import _context, _ms, _pct, memory_label, resource_notes, trial_order
+from testbed.report_text import _context, _ms, _pct, memory_label, resource_notes, trial_order
 
 _COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"]
 _CONFIG = {"displaylogo": False, "responsive": True}

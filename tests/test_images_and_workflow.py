@@ -34,6 +34,7 @@ from python_on_whales.exceptions import DockerException
 from testbed import images, proc
 from testbed.cli import build_parser
 from testbed.errors import CommandError, TestbedError, UsageError
+from testbed.kube import actions
 from testbed.kube import docker as kube_docker
 from testbed.kube import plan as kp
 from testbed.kube.plan import image_tag
@@ -860,7 +861,7 @@ def lock_pins() -> dict[str, str]:
 
 
 def copy_context(target: Path) -> Path:
-    for entry in kp.IMAGE_CONTEXT:
+    for entry in actions.IMAGE_CONTEXT:
         source = REPO / entry
         (target / entry).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
@@ -906,7 +907,7 @@ def test_the_hashed_paths_are_what_the_dockerfile_copies() -> None:
                 continue  # from a build stage, not from the build context
             assert not sources[0].startswith("--"), line
             copied |= {s.rstrip("/") for s in sources}
-    assert copied | {"Dockerfile"} == set(kp.IMAGE_CONTEXT)
+    assert copied | {"Dockerfile"} == set(actions.IMAGE_CONTEXT)
     # Not `latest` and pulled only if absent: kind loads it, no registry has it.
     manifests_text = (REPO / "testbed" / "kube" / "manifests.py").read_text()
     assert '"imagePullPolicy": "IfNotPresent"' in manifests_text

@@ -18,7 +18,7 @@ from testbed.meshes.kube_istio import IstioAmbient, IstioSidecar
 from testbed.meshes.kube_linkerd import Linkerd
 
 if TYPE_CHECKING:
-    from testbed.kube.plan import Action, MeshContext
+    from testbed.kube.actions import Action, MeshContext
     from testbed.versions import Versions
 
 

@@ -50,7 +50,7 @@ from typing import Any
 
 from testbed.errors import UsageError
 from testbed.kube import manifests as m
-from testbed.kube.plan import Action, IfFile, MeshContext, Step, kind_nodes
+from testbed.kube.actions import Action, IfFile, MeshContext, Step, kind_nodes
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.evidence import Check
 from testbed.versions import Versions

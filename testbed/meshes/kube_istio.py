@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from testbed.kube import manifests as m
-from testbed.kube.plan import ROLLOUT_TIMEOUT, ROLLOUT_TIMEOUT_S, Action, MeshContext, Step, WriteFile
+from testbed.kube.actions import ROLLOUT_TIMEOUT, ROLLOUT_TIMEOUT_S, Action, MeshContext, Step, WriteFile
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.evidence import Check
 from testbed.meshes.kube_resources import mesh_resources, namespace_metadata

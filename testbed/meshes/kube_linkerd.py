@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from testbed.errors import UsageError
+from testbed.kube.actions import Action, MakeFiles, MeshContext, Pipe, Step
 from testbed.kube.manifests import SHARED_NODE_SELECTOR
-from testbed.kube.plan import Action, MakeFiles, MeshContext, Pipe, Step
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.kube_resources import namespace_metadata
 from testbed.meshes.linkerd_certs import make_linkerd_pki

@@ -22,6 +22,7 @@ from typing import Any
 
 from testbed import proc
 from testbed.errors import UsageError
+from testbed.kube import actions as ka
 from testbed.kube import manifests as m
 from testbed.kube import plan as kp
 from testbed.meshes.kube import KubeMesh
@@ -51,7 +52,7 @@ class ExistingPlatform(KubePlatform):
     ) -> None:
         super().__init__(keep=keep, loadgen_workers=loadgen_workers, waypoint=waypoint, versions=versions)
         self.context = context
-        self.image = image or kp.image_tag(self.pins.python_image)
+        self.image = image or ka.image_tag(self.pins.python_image)
         self._nodes: dict[str, list[str]] = {}  # by role and "pool", found by preflight
 
     def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
@@ -91,7 +92,7 @@ class ExistingPlatform(KubePlatform):
     def nodes(self, plan: kp.ClusterPlan) -> tuple[str, ...]:
         return tuple(dict.fromkeys(node for names in self._nodes.values() for node in names))
 
-    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+    def check(self, check: ka.Check, plan: kp.ClusterPlan) -> None:
         if check.name == "context":
             contexts = self._output(check).split()
             if self.context not in contexts:
@@ -132,6 +133,6 @@ class ExistingPlatform(KubePlatform):
         else:
             super().check(check, plan)
 
-    def _output(self, check: kp.Check) -> str:
+    def _output(self, check: ka.Check) -> str:
         argv = [self._tools.get(check.argv[0], check.argv[0]), *check.argv[1:]]
         return proc.run(argv, timeout=check.timeout_s).stdout

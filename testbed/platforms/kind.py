@@ -21,6 +21,7 @@ import psutil
 
 from testbed import proc
 from testbed.errors import TestbedError, UsageError
+from testbed.kube import actions as ka
 from testbed.kube import docker, metrics
 from testbed.kube import plan as kp
 from testbed.meshes.kube import KubeMesh
@@ -57,7 +58,7 @@ class KindPlatform(KubePlatform):
             # check_meshes resolves every mesh before anything runs (a dry run too): refused there.
             raise UsageError(
                 f"--reuse does not work with the {name} mesh: its install cannot run again on a cluster "
-                f"where it ran; delete the cluster (`kind delete cluster --name {kp.cluster_name(name)}`) "
+                f"where it ran; delete the cluster (`kind delete cluster --name {ka.cluster_name(name)}`) "
                 "or drop --reuse"
             )
         return mesh
@@ -118,7 +119,7 @@ class KindPlatform(KubePlatform):
             before, later, metrics.container_ids(pods), attribution, window_unix=(start_unix, end_unix)
         )
 
-    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+    def check(self, check: ka.Check, plan: kp.ClusterPlan) -> None:
         match check.name:
             case "docker":
                 problem = docker.daemon_reachable()
@@ -134,9 +135,9 @@ class KindPlatform(KubePlatform):
                         "use a host with cgroup v2 (every current distribution; GitHub's ubuntu-latest)"
                     )
             case "source":
-                if not (kp.SOURCE / "Dockerfile").is_file():
+                if not (ka.SOURCE / "Dockerfile").is_file():
                     raise UsageError(
-                        f"no Dockerfile in {kp.SOURCE}: the kind platform builds its image from a source "
+                        f"no Dockerfile in {ka.SOURCE}: the kind platform builds its image from a source "
                         "checkout of the testbed; run it from a clone (pip install -e .)"
                     )
             case "inotify":
@@ -154,7 +155,7 @@ class KindPlatform(KubePlatform):
             case _:
                 super().check(check, plan)
 
-    def _check_cluster(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+    def _check_cluster(self, check: ka.Check, plan: kp.ClusterPlan) -> None:
         argv = [self._tools.get(check.argv[0], check.argv[0]), *check.argv[1:]]
         clusters = proc.run(argv, timeout=check.timeout_s).stdout.split()
         if plan.cluster not in clusters:

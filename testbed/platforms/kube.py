@@ -26,6 +26,7 @@ from typing import Any
 
 from testbed import proc, tools
 from testbed.errors import CommandError, TestbedError
+from testbed.kube import actions as ka
 from testbed.kube import metrics
 from testbed.kube import plan as kp
 from testbed.loadgen import marks
@@ -95,7 +96,7 @@ class KubePlatform:
     def cluster_plan(self, mesh: KubeMesh, topology: Topology, run_dir: Path) -> kp.ClusterPlan:
         raise NotImplementedError
 
-    def check(self, check: kp.Check, plan: kp.ClusterPlan) -> None:
+    def check(self, check: ka.Check, plan: kp.ClusterPlan) -> None:
         """Run one preflight check; raise a `TestbedError` that says what to do. Subclasses add theirs."""
         if check.name != "tools":
             raise NotImplementedError(f"no preflight check {check.name!r} on {self.name}")
@@ -152,7 +153,7 @@ class KubePlatform:
             self.mesh(mesh)
 
     def versions(self, meshes: tuple[str, ...]) -> dict[str, str]:
-        image = kp.image_tag(self.pins.python_image)
+        image = ka.image_tag(self.pins.python_image)
         versions = {"kubectl": self.pins.tool("kubectl").version, "image": image}
         versions |= self.platform_versions()
         for mesh in meshes:
@@ -273,7 +274,7 @@ class KubePlatform:
     # --- running the plan ------------------------------------------------------------------------
 
     def run(
-        self, step: kp.Step, *, on_line: Callable[[str], None] | None = None
+        self, step: ka.Step, *, on_line: Callable[[str], None] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """One step through the one command helper, with the resolved CLI; `on_line` sees its stderr lines."""
         argv = [self._tools.get(step.argv[0], step.argv[0]), *step.argv[1:]]
@@ -286,35 +287,35 @@ class KubePlatform:
             step.output.write_text(result.stdout)
         return result
 
-    def do(self, action: kp.Action, plan: kp.ClusterPlan) -> None:
+    def do(self, action: ka.Action, plan: kp.ClusterPlan) -> None:
         from testbed.kube import docker
 
         match action:
-            case kp.Check():
+            case ka.Check():
                 self.check(action, plan)
-            case kp.WriteFile():
+            case ka.WriteFile():
                 action.path.parent.mkdir(parents=True, exist_ok=True)
                 action.path.write_text(action.text)
-            case kp.BuildImage():
+            case ka.BuildImage():
                 say(f"{action.description} (the first build downloads the Python image)")
                 docker.build_image(
                     action.context, action.tag, build_args=dict(action.build_args), timeout=action.timeout_s
                 )
-            case kp.Step():
+            case ka.Step():
                 if action.only_if is not None and not action.only_if.holds():
                     say(f"skipped ({action.only_if.describe()}): {action.description}")
                     return
                 say(action.description)
                 self.run(action)
-            case kp.Pipe():
+            case ka.Pipe():
                 say(action.description)
                 produced = self.run(action.producer)
                 self.run(dataclasses.replace(action.consumer, stdin=produced.stdout))
-            case kp.MakeFiles():
+            case ka.MakeFiles():
                 say(f"make {', '.join(p.name for p in action.paths)}: {action.description}")
                 action.make()
 
-    def _read(self, step: kp.Step) -> str:
+    def _read(self, step: ka.Step) -> str:
         """A verify step's stdout; one that `may_fail` is read even after a non-zero exit."""
         say(step.description)
         try:
@@ -332,7 +333,7 @@ class KubePlatform:
         """Run the verification and return the mesh's evidence; a failed check raises (`require`)."""
         outputs: dict[str, str] = {}
         for action in plan.verify:
-            if isinstance(action, kp.Step):
+            if isinstance(action, ka.Step):
                 outputs[action.description] = self._read(action)
             else:
                 self.do(action, plan)
@@ -397,7 +398,7 @@ class KubePlatform:
         for step in plan.teardown:
             self._try(step)
 
-    def _try(self, step: kp.Step) -> None:
+    def _try(self, step: ka.Step) -> None:
         """A clean-up step: a failure is reported with the command to run by hand, and not raised."""
         try:
             say(step.description)
