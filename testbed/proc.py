@@ -76,15 +76,8 @@ def run(
             stdout=_text(e.stdout),
             stderr=_text(e.stderr),
         ) from None
-    if check and result.returncode != 0:
-        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
-        raise CommandError(
-            f"{shlex.join(argv)} exited with code {result.returncode}: {last[0]}",
-            argv=list(argv),
-            exit_code=result.returncode,
-            stdout=result.stdout,
-            stderr=result.stderr,
-        )
+    if check:
+        _raise_on_failure(argv, result)
     return result
 
 
@@ -165,7 +158,14 @@ def stream(
             stdout=result.stdout,
             stderr=result.stderr,
         )
-    if check and result.returncode != 0:
+    if check:
+        _raise_on_failure(argv, result)
+    return result
+
+
+def _raise_on_failure(argv: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
+    """`CommandError` with the last line the command printed, when it exited non-zero."""
+    if result.returncode != 0:
         last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
         raise CommandError(
             f"{shlex.join(argv)} exited with code {result.returncode}: {last[0]}",
@@ -174,7 +174,6 @@ def stream(
             stdout=result.stdout,
             stderr=result.stderr,
         )
-    return result
 
 
 def _text(data: bytes | str | None) -> str:

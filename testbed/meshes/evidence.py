@@ -246,14 +246,9 @@ def istio_sidecar_mtls(text: str, *, namespace: str, callees: Sequence[str] = ()
     name = "istio-sidecar-mtls"
     samples = _prometheus(text, pod_header=_ISTIO_POD)
     pods = sorted({s.pod for s in samples if s.pod})
-    inbound = [
-        s
-        for s in samples
-        if s.name == "istio_requests_total"
-        and s.labels.get("reporter") == "destination"
-        and s.labels.get("destination_workload_namespace") == namespace
-        and s.value > 0
-    ]
+    inbound = _reported(
+        samples, "istio_requests_total", "destination", "destination_workload_namespace", namespace
+    )
     by_policy: Counter[str] = Counter()
     edges: Counter[str] = Counter()
     plain: Counter[str] = Counter()
@@ -468,14 +463,7 @@ def ztunnel_mtls(text: str, *, namespace: str, workloads: Sequence[str]) -> Chec
     pods = sorted({s.pod for s in samples if s.pod})
 
     def inbound(metric: str) -> list[_Sample]:
-        return [
-            s
-            for s in samples
-            if s.name == metric
-            and s.labels.get("reporter") == "destination"
-            and s.labels.get("destination_workload_namespace") == namespace
-            and s.value > 0
-        ]
+        return _reported(samples, metric, "destination", "destination_workload_namespace", namespace)
 
     def edge(s: _Sample) -> str:
         return f"{s.labels.get('source_workload', '?')}->{s.labels.get('destination_workload', '?')}"
@@ -550,14 +538,9 @@ def istio_waypoint_mtls(text: str, *, namespace: str, services: Sequence[str]) -
     name = "waypoint-mtls"
     samples = _prometheus(text, pod_header=_ISTIO_POD)
     pods = sorted({s.pod for s in samples if s.pod})
-    served = [
-        s
-        for s in samples
-        if s.name == "istio_requests_total"
-        and s.labels.get("reporter") == "waypoint"
-        and s.labels.get("destination_service_namespace") == namespace
-        and s.value > 0
-    ]
+    served = _reported(
+        samples, "istio_requests_total", "waypoint", "destination_service_namespace", namespace
+    )
     by_service: Counter[str] = Counter()
     edges: Counter[str] = Counter()
     plain: Counter[str] = Counter()
@@ -1086,6 +1069,20 @@ def _prometheus(text: str, *, pod_header: re.Pattern[str]) -> list[_Sample]:
         if labels is not None:
             samples.append(_Sample(pod, match["name"], labels, value))
     return samples
+
+
+def _reported(
+    samples: Sequence[_Sample], metric: str, reporter: str, namespace_label: str, namespace: str
+) -> list[_Sample]:
+    """The non-zero samples of an Istio `metric` from `reporter` whose `namespace_label` is `namespace`."""
+    return [
+        s
+        for s in samples
+        if s.name == metric
+        and s.labels.get("reporter") == reporter
+        and s.labels.get(namespace_label) == namespace
+        and s.value > 0
+    ]
 
 
 def _labels(text: str) -> dict[str, str] | None:
