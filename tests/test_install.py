@@ -178,6 +178,11 @@ def test_commands_without_a_cluster_run_after_a_plain_install(plain_venv: Path, 
     _run(root, python, "-m", "testbed.tools", "--help", cwd=tmp_path, home=True)
     # A small real run on the local platform (no Docker), then the report commands on it.
     results = tmp_path / "results"
+    # smoke's load, judged with a lateness limit a busy CI host meets: `compare` needs a valid trial, and
+    # this test is about the install, not about the host's wake-up latency (a 2 ms limit failed once in CI).
+    smoke = (checkout / "scenarios" / "smoke.toml").read_text()
+    scenario = tmp_path / "smoke-lenient.toml"
+    scenario.write_text(smoke + "max_lateness_ms = 50\n")
     _run(
         root,
         "testbed",
@@ -188,7 +193,7 @@ def test_commands_without_a_cluster_run_after_a_plain_install(plain_venv: Path, 
         "--mesh",
         "none",
         "--scenario",
-        "smoke",
+        str(scenario),
         "--out",
         str(results),
         "--run-id",
