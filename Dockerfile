@@ -5,7 +5,7 @@
 # The base image is pinned by tag and digest in one place, manifests/versions.toml ([images] python), and
 # passed in at build time; there is no default, so a build without the pin fails instead of drifting.
 # The kind platform tags the image with a hash of the pin and of every file copied below
-# (testbed/kube/plan.py image_tag). There is no ENTRYPOINT: each pod's command comes from
+# (testbed/kube/actions.py image_tag). There is no ENTRYPOINT: each pod's command comes from
 # testbed/kube/manifests.py.
 ARG PYTHON_IMAGE
 
@@ -53,7 +53,7 @@ COPY scenarios ./scenarios
 # The import proves the pods' entry points load with the packages installed above; from /, because in
 # /app the script's '' on sys.path would import /app/testbed, not the installed package.
 RUN pip install --no-deps --no-build-isolation . && rm -rf build testbed.egg-info \
-    && cd / && python -c "import testbed.service, testbed.loadgen.engine, testbed.loadgen.worker, testbed.cli"
+    && cd / && python -c "import testbed.sut.service, testbed.loadgen.engine, testbed.loadgen.worker, testbed.cli"
 
 # Numeric, so that the kubelet can check `runAsNonRoot` (testbed/kube/manifests.py: RUN_AS_USER).
 RUN groupadd --gid 10001 testbed \

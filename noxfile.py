@@ -56,7 +56,7 @@ def bench_report(session: nox.Session) -> None:
 def tools(session: nox.Session) -> None:
     """The pinned CLIs (kind, kubectl, helm, istioctl, linkerd, cilium), verified, into the tool cache."""
     session.install("-e", ".")
-    session.run("python", "-m", "testbed.tools", *session.posargs)
+    session.run("python", "-m", "testbed.kube.tools", *session.posargs)
 
 
 @nox.session(name="bench-none", python=PYTHON, tags=["bench"])
@@ -72,7 +72,7 @@ def bench_none(session: nox.Session) -> None:
 def pull_images(session: nox.Session) -> None:
     """Pull the configurations' images and save one archive each (`-- --mesh A,B --prune`: see --help)."""
     session.install("-e", ".")
-    session.run("python", "-m", "testbed.images", "pull", *session.posargs)
+    session.run("python", "-m", "testbed.kube.images", "pull", *session.posargs)
 
 
 #: pyproject.toml's dependencies that no pod imports (the local platform's Envoy and certificates, the

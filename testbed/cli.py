@@ -293,10 +293,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from testbed.report import write_report
+    from testbed.reporting.report import write_report
     from testbed.run import RunOptions, dry_run, execute
-    from testbed.scenario import load_scenario
-    from testbed.topology import load_topology
+    from testbed.spec.scenario import load_scenario
+    from testbed.spec.topology import load_topology
 
     meshes = tuple(m.strip() for m in args.mesh.split(",") if m.strip())
     if not meshes:
@@ -337,14 +337,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     baseline_given = args.baseline is not None
     args.baseline = args.baseline or "none"
     if args.format == "smp":
-        from testbed.report import build
-        from testbed.smp import write_smp
+        from testbed.reporting.report import build
+        from testbed.reporting.smp import write_smp
 
         target = out or run_dir / "smp.json"
         write_smp(build(run_dir, baseline=args.baseline, require_baseline=baseline_given), target)
         print(f"smp: {target}")
         return 0
-    from testbed.report import write_report
+    from testbed.reporting.report import write_report
 
     if out is not None and out.suffix != ".html":
         raise UsageError(
@@ -361,7 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from testbed.compare import compare, table
+    from testbed.reporting.compare import compare, table
 
     if args.threshold_ms < 0 or args.threshold_pct < 0:
         raise UsageError("--threshold-ms and --threshold-pct must not be negative")
@@ -390,8 +390,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from testbed.images import format_list, parse_configs
-    from testbed.versions import load_versions
+    from testbed.kube.images import format_list, parse_configs
+    from testbed.spec.versions import load_versions
 
     versions = load_versions()
     for config in parse_configs(args.mesh):

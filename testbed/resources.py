@@ -1,5 +1,8 @@
 """CPU seconds and peak memory per component (app, sidecar, load generator) over a measured window.
 
+A shared leaf: the component names below are the vocabulary of every `resources` block, which the
+platforms write and the reports read.
+
 A background thread samples every process of each component (and their children) with psutil; the
 cumulative CPU time is interpolated linearly at the window's edges, so that the figures cover exactly
 the measured window and not the start-up or the warm-up. The same `resources` shape is written on kind.
@@ -16,6 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+
+#: The components a Kubernetes trial's CPU and memory are split into (`testbed.kube.metrics.window()`
+#: reports them in this order, whether or not any container fell into them); the local platform reports
+#: `app`, `sidecar` and `loadgen`.
+COMPONENTS = ("app", "sidecar", "loadgen", "node-proxy", "control-plane", "kubernetes")
+#: What `testbed.kube.metrics.cgroup_window()` adds, derived rather than read: a node container's CPU
+#: outside its pods' containers (kubelet, containerd and its shims, systemd, the pods' pause sandboxes),
+#: and the host's busy CPU outside every node container (kernel threads such as WireGuard's `wg-crypt-*`
+#: workers, softirq work billed to whatever it interrupted, and every other process on the host).
+NODE_OVERHEAD = "node-overhead"
+KERNEL = "kernel-unattributed"
 
 
 @dataclass

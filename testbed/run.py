@@ -21,10 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 from testbed import __version__
 from testbed.errors import Interrupted, TestbedError
 from testbed.loadgen.result import verdict
-from testbed.plan import Trial, load_config, plan_trials
 from testbed.platforms import Platform
-from testbed.scenario import Scenario
-from testbed.topology import Topology
+from testbed.spec.scenario import Scenario
+from testbed.spec.topology import Topology
+from testbed.spec.trials import Trial, load_config, plan_trials
 
 RUN_SCHEMA = "testbed.run/1"
 

@@ -31,11 +31,11 @@ def load_result(directory: Path) -> dict[str, Any]:
 
 
 class NullServer:
-    """`python -m testbed.nullserver` in a child process; `url` once it listens."""
+    """`python -m testbed.sut.nullserver` in a child process; `url` once it listens."""
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "testbed.nullserver", "--port", "0", *args],
+            [sys.executable, "-m", "testbed.sut.nullserver", "--port", "0", *args],
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.claims import (
+from testbed.errors import ConfigError, UsageError
+from testbed.reporting.claims import (
     MESH_EQUIVALENTS,
     MESHES,
     METRIC_UNITS,
@@ -17,7 +18,6 @@ from testbed.claims import (
     default_claims_path,
     load_claims,
 )
-from testbed.errors import ConfigError, UsageError
 
 # Figures per source in /work/shared/reference/published-claims.md (one claim per figure).
 EXPECTED_COUNTS = {

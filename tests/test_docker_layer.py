@@ -110,13 +110,6 @@ def test_missing_cli_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
 
 
-def test_parse_cpu_stat() -> None:
-    text = "usage_usec 1503256\nuser_usec 937423\nsystem_usec 565833\nnice_usec 0\n"
-    assert docker.parse_cpu_stat(text) == 1.503256
-    with pytest.raises(TestbedError, match="no `usage_usec N` line"):
-        docker.parse_cpu_stat("user_usec 1\n")
-
-
 def test_image_exists(base_image: str) -> None:
     assert docker.image_exists(base_image)
     assert not docker.image_exists(unique("testbed-test-absent") + ":nope")
@@ -228,43 +221,29 @@ def remove_cgroups(parent: str) -> None:
         time.sleep(0.1)
 
 
-def test_node_cpu_seconds_grows_with_the_work_done_inside(base_image: str) -> None:
-    with node_like(base_image) as name:
-        before = docker.node_cpu_seconds(name)
-        proc.run(["docker", "exec", name, "sh", "-c", BURN], timeout=60)
-        after = docker.node_cpu_seconds(name)
-    assert before >= 0
-    assert after - before > 0.2
-
-
-def test_node_cpu_seconds_without_cgroup_v2_is_a_clear_error(base_image: str) -> None:
+def test_a_node_read_without_cgroup_v2_is_a_clear_error(base_image: str) -> None:
     # An empty /sys/fs/cgroup looks, to the reader, like a node on a cgroup v1 host: no `cpu.stat` there.
-    with (
-        running(base_image, "--tmpfs", "/sys/fs/cgroup") as name,
-        pytest.raises(
-            TestbedError, match=r"uses cgroup v1, on which a Kubernetes 1.35 kubelet does not start"
-        ),
+    with running(base_image, "--tmpfs", "/sys/fs/cgroup") as name:
+        out = docker.run_in_nodes([name], node_read_here())[name]
+    with pytest.raises(
+        TestbedError, match=r"uses cgroup v1, on which a Kubernetes 1.35 kubelet does not start"
     ):
-        docker.node_cpu_seconds(name)
+        metrics.parse_node_read(out, node=name)
 
 
-def test_node_cpu_seconds_of_a_missing_container_raises_the_docker_error(daemon: None) -> None:
+def test_a_node_read_of_a_missing_container_raises_the_docker_error(daemon: None) -> None:
     with pytest.raises(CommandError, match="No such container"):
-        docker.node_cpu_seconds(unique("testbed-test-absent"))
+        docker.run_in_nodes([unique("testbed-test-absent")], "true")
 
 
 def test_a_docker_call_that_outlives_its_timeout_is_stopped_and_named(base_image: str) -> None:
-    # `cat` in this container sleeps: `docker exec ... cat` would hang for a minute without the timeout.
-    sleeping_cat = "rm /bin/cat && echo '#!/bin/sh' > /bin/cat && echo 'exec sleep 60' >> /bin/cat"
+    # A node read that hangs (here: it sleeps for a minute) is ended by the timeout and named.
     with running(base_image) as name:
-        proc.run(["docker", "exec", name, "sh", "-c", f"{sleeping_cat} && busybox chmod 755 /bin/cat"])
         started = time.monotonic()
         with pytest.raises(TestbedError) as caught:
-            docker.node_cpu_seconds(name, timeout=1.5)
+            docker.run_in_nodes([name], "sleep 60", timeout=1.5)
         elapsed = time.monotonic() - started
-    assert str(caught.value) == (
-        f"docker call timed out after 1.5 s: docker exec {name} cat /sys/fs/cgroup/cpu.stat"
-    )
+    assert str(caught.value) == (f"docker call timed out after 1.5 s: docker exec {name} sh -c 'sleep 60'")
     assert isinstance(caught.value, CommandError)
     assert caught.value.exit_code is None
     assert 1.5 <= elapsed < 1.5 + docker.KILL_AFTER_S + 5

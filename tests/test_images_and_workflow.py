@@ -31,16 +31,16 @@ import pytest
 import yaml
 from python_on_whales.exceptions import DockerException
 
-from testbed import images, proc
+from testbed import proc
 from testbed.cli import build_parser
 from testbed.errors import CommandError, TestbedError, UsageError
-from testbed.kube import actions
+from testbed.kube import actions, images
+from testbed.kube import cluster as kp
 from testbed.kube import docker as kube_docker
-from testbed.kube import plan as kp
-from testbed.kube.plan import image_tag
+from testbed.kube.actions import image_tag
 from testbed.platforms.kind import INOTIFY_MINIMUM
 from testbed.ports import free_port
-from testbed.versions import VERSIONS_FILE, Versions, load_versions
+from testbed.spec.versions import VERSIONS_FILE, Versions, load_versions
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
@@ -109,7 +109,7 @@ def test_the_kind_node_image_is_the_pin(versions: Versions, config: str) -> None
 
 
 def test_each_mesh_images_at_the_pins(versions: Versions) -> None:
-    """What each chart runs at the pinned release (sources in testbed/images.py)."""
+    """What each chart runs at the pinned release (sources in testbed/kube/images.py)."""
 
     def mesh(config: str) -> list[str]:
         return [image.ref for image in images.archived(config, versions)]
@@ -209,7 +209,7 @@ def test_archive_names_change_with_the_pins_they_depend_on(tmp_path: Path, versi
     assert changed == {"istio", "istio-ambient", "istio-ambient-waypoint"}
 
     cilium = variant(tmp_path, ('envoy_digest = "sha256:5830', 'envoy_digest = "sha256:5831'))
-    # cilium-plain runs the same images (testbed.images._cilium), so its archive follows the same pins.
+    # cilium-plain runs the same images (testbed.kube.images._cilium), so its archive follows the same pins.
     assert {c for c in before if before[c] != archive_names(cilium)[c]} == {"cilium", "cilium-plain"}
 
     linkerd = variant(
@@ -655,8 +655,8 @@ def test_image_archives_are_cached_on_the_pins(workflow: dict[Any, Any]) -> None
     bench = step_index(workflow, runs("nox -s bench-all"))
     assert restore < pull < save < bench
     restore_step, pull_step, save_step = (steps(workflow)[i] for i in (restore, pull, save))
-    # The archive names depend on the pins and on testbed/images.py (ARCHIVE_FORMAT, the check).
-    assert "hashFiles('manifests/versions.toml', 'testbed/images.py')" in restore_step["with"]["key"]
+    # The archive names depend on the pins and on testbed/kube/images.py (ARCHIVE_FORMAT, the check).
+    assert "hashFiles('manifests/versions.toml', 'testbed/kube/images.py')" in restore_step["with"]["key"]
     assert restore_step["with"]["path"] == save_step["with"]["path"] == "${{ env.TESTBED_IMAGES_DIR }}"
     assert "TESTBED_IMAGES_DIR" in workflow["env"]
     assert images.ENV_DIR == "TESTBED_IMAGES_DIR"
@@ -667,7 +667,8 @@ def test_image_archives_are_cached_on_the_pins(workflow: dict[Any, Any]) -> None
 
 
 def test_the_run_directory_artifact_leaves_out_the_linkerd_pki(workflow: dict[Any, Any]) -> None:
-    from testbed.meshes import kube_linkerd, linkerd_certs
+    from testbed.meshes.linkerd import certs as linkerd_certs
+    from testbed.meshes.linkerd import kube as kube_linkerd
 
     # Where the PKI is written (the mesh's work directory, run_dir/work/<mesh>), so the exclusion holds.
     assert 'ctx.workdir / "linkerd-pki"' in Path(kube_linkerd.__file__).read_text()
@@ -822,12 +823,12 @@ def test_the_nightly_pulls_exactly_what_bench_all_runs_and_prunes(
     assert posargs[posargs.index("--mesh") + 1] == bench_all
     assert "--prune" in posargs
 
-    # The session passes them to `python -m testbed.images pull`, which takes them: run it on fake Docker.
+    # The session passes them to `python -m testbed.kube.images pull`, which takes them (on fake Docker).
     session = RecordingSession()
     session.posargs = posargs
     noxfile.pull_images(session)
     (command,) = session.runs
-    assert command[:4] == ("python", "-m", "testbed.images", "pull")
+    assert command[:4] == ("python", "-m", "testbed.kube.images", "pull")
     monkeypatch.setattr(images, "host_platform", lambda: PLATFORM)
     assert images.main(list(command[3:])) == 0
     saved = {c[2] for c in fake_docker.calls if c[0] == "save"}
@@ -884,7 +885,7 @@ def test_the_image_tag_is_the_version_and_a_hash_of_the_content(tmp_path: Path, 
     # Everything the image is built from does: code, topologies, the pins, the Dockerfile, the base image.
     seen = {tag}
     for name in (
-        "testbed/service.py",
+        "testbed/sut/service.py",
         "scenarios/topologies/shop.toml",
         "requirements/image.txt",
         "Dockerfile",
@@ -975,7 +976,7 @@ def test_the_image_builds_wheels_in_a_stage_and_installs_them_without_a_compiler
         "--no-deps --no-index --find-links /wheels -r requirements/image.txt && rm -rf /wheels && pip check"
     )
     # The import check runs from /, so that it imports the installed testbed, not /app/testbed.
-    assert re.search(r"&& cd / && python -c \"import testbed\.service, ", final)
+    assert re.search(r"&& cd / && python -c \"import testbed\.sut\.service, ", final)
     assert "WORKDIR /app\n" in final and "USER 10001:10001\n" in final
 
 
@@ -1031,7 +1032,7 @@ def test_the_pods_run_with_only_the_image_packages(tmp_path: Path) -> None:
     service_log = log.open("w")
     service = subprocess.Popen(
         [
-            *(sys.executable, "-m", "testbed.service", "--topology", "shop", "--service", "pricing"),
+            *(sys.executable, "-m", "testbed.sut.service", "--topology", "shop", "--service", "pricing"),
             *("--host", "127.0.0.1", "--port", str(service_port)),
         ],
         env=env,

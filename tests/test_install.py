@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from testbed.images import CONFIGURATIONS
+from testbed.kube.images import CONFIGURATIONS
 from testbed.meshes.kube import KUBE_MESHES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,8 +174,8 @@ def test_commands_without_a_cluster_run_after_a_plain_install(plain_venv: Path, 
     for config in CONFIGURATIONS:
         listed = _run(root, "testbed", "images", "--mesh", config, cwd=checkout)
         assert listed.stdout.strip(), config
-    _run(root, python, "-m", "testbed.images", "--help", cwd=tmp_path, home=True)
-    _run(root, python, "-m", "testbed.tools", "--help", cwd=tmp_path, home=True)
+    _run(root, python, "-m", "testbed.kube.images", "--help", cwd=tmp_path, home=True)
+    _run(root, python, "-m", "testbed.kube.tools", "--help", cwd=tmp_path, home=True)
     # A small real run on the local platform (no Docker), then the report commands on it.
     results = tmp_path / "results"
     # smoke's load, judged with a lateness limit a busy CI host meets: `compare` needs a valid trial, and

@@ -24,15 +24,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from testbed import cli, images
+from testbed import cli
 from testbed.errors import CommandError, TestbedError, UsageError
-from testbed.kube import manifests, metrics
-from testbed.kube import plan as kp
-from testbed.meshes import ALL_MESHES, evidence, kube_cilium, kube_istio, kube_linkerd, kube_verify
+from testbed.kube import cluster as kp
+from testbed.kube import images, manifests, metrics
+from testbed.meshes import ALL_MESHES, evidence, kube_verify
+from testbed.meshes.cilium import kube as kube_cilium
+from testbed.meshes.istio import kube as kube_istio
 from testbed.meshes.kube import KUBE_MESHES, KubeMesh, kube_mesh
 from testbed.meshes.kube_resources import probe_objects
-from testbed.topology import load_topology
-from testbed.versions import load_versions
+from testbed.meshes.linkerd import kube as kube_linkerd
+from testbed.spec.topology import load_topology
+from testbed.spec.versions import load_versions
 from tests.test_kind_platform import (  # pytest uses the imported fixtures (autouse) here too
     LOAD_RESULT,
     FakeCluster,

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from testbed import cli, proc, tools
+from testbed import cli, proc
 from testbed.errors import CommandError, UsageError
-from testbed.kube import docker, metrics
-from testbed.kube import plan as kp
+from testbed.kube import cluster as kp
+from testbed.kube import docker, metrics, tools
+from testbed.kube import trial as kt
 from testbed.kube.manifests import WORKER_NAME
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
@@ -35,8 +36,8 @@ from testbed.meshes.kube import kube_mesh
 from testbed.platforms.kind import inotify_problems
 from testbed.platforms.kube import resources
 from testbed.ports import free_port
-from testbed.topology import load_topology
-from testbed.versions import load_versions
+from testbed.spec.topology import load_topology
+from testbed.spec.versions import load_versions
 from tests.conftest import REPO, NullServer
 from tests.test_kube_metrics import NODE_READS, advance_read
 
@@ -363,15 +364,15 @@ def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Pa
         loadgen_workers=3,
     )
     config = LoadConfig(url=plan.target_url, rate=5000, duration_s=30, warmup_s=5, processes=4)
-    trial = kp.trial_plan(plan, config, nodes=plan.nodes)
+    trial = kt.trial_plan(plan, config, nodes=plan.nodes)
     assert [s.argv[3] for s in trial.setup] == ["apply", "rollout"]
     assert trial.cleanup[0].argv[3:6] == ("delete", "deployment", WORKER_NAME)
     load = trial.load.argv
     assert load[load.index("--processes") + 1] == "1"  # the workers are the processes
     assert load[load.index("--expect-workers") + 1] == "3"
     assert load[load.index("--master-bind") + 1] == "0.0.0.0:5557"
-    assert trial.load.timeout_s == 5 + 30 + kp.LOAD_TAIL_S + 10 + kp.EXEC_MARGIN_S + kp.WORKERS_CONNECT_S
-    assert load[load.index("--tail") + 1] == f"{kp.LOAD_TAIL_S:g}"  # the load goes on under the end's read
+    assert trial.load.timeout_s == 5 + 30 + kt.LOAD_TAIL_S + 10 + kt.EXEC_MARGIN_S + kt.WORKERS_CONNECT_S
+    assert load[load.index("--tail") + 1] == f"{kt.LOAD_TAIL_S:g}"  # the load goes on under the end's read
     workers = next(
         a for a in plan.provision if isinstance(a, kp.WriteFile) and a.path == plan.workers_manifest
     )

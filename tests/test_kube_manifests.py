@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from testbed.errors import ConfigError, UsageError
+from testbed.kube import cluster as kp
 from testbed.kube import kindconfig
-from testbed.kube import plan as kp
 from testbed.kube.manifests import (
     APP_PORT,
     APPS_A_ROLE,
@@ -42,7 +42,7 @@ from testbed.kube.manifests import (
     to_yaml,
 )
 from testbed.meshes import ALL_MESHES
-from testbed.topology import TOPOLOGIES_DIR, Topology, load_topology
+from testbed.spec.topology import TOPOLOGIES_DIR, Topology, load_topology
 from tests.conftest import REPO
 
 KUBERNETES = "1.35.0"
@@ -313,7 +313,7 @@ def test_image_pull_policy_and_resources_come_from_the_parameters() -> None:
 
 
 def test_the_health_path_is_the_one_the_service_answers() -> None:
-    from testbed.service import HEALTH_PATH as SERVICE_HEALTH_PATH
+    from testbed.sut.service import HEALTH_PATH as SERVICE_HEALTH_PATH
 
     assert HEALTH_PATH == SERVICE_HEALTH_PATH
 
@@ -329,7 +329,7 @@ def test_each_app_container_command_starts_and_passes_its_readiness_probe(tmp_pa
     try:
         for (name, deployment), port in zip(apps.items(), free_ports(len(apps)), strict=True):
             argv = list(container(deployment)["command"])
-            assert argv[:3] == ["python", "-m", "testbed.service"]
+            assert argv[:3] == ["python", "-m", "testbed.sut.service"]
             topology_at = argv.index("--topology") + 1
             assert argv[topology_at] == f"{IMAGE_TOPOLOGIES_DIR}/shop.toml"
             argv[topology_at] = argv[topology_at].replace(IMAGE_TOPOLOGIES_DIR, str(TOPOLOGIES_DIR))

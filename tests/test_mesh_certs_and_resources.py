@@ -37,7 +37,7 @@ from testbed.meshes.kube_resources import (
     namespace_metadata,
     peer_authentication,
 )
-from testbed.meshes.linkerd_certs import (
+from testbed.meshes.linkerd.certs import (
     CLOCK_SKEW,
     ISSUER_CN,
     LIFETIME,
@@ -614,7 +614,7 @@ def test_linkerd_requires_identity_on_the_app_port_only() -> None:
     # AppendNamespaceAnnotations), where the policy controller reads them.
     _, annotations = namespace_metadata("linkerd")
     probes = frozenset({HEALTH_PATH})
-    # The plaintext probe of `/` is refused (403: evidence.LINKERD_REFUSAL_STATUSES) ...
+    # The plaintext probe of `/` is refused (403: linkerd_evidence.LINKERD_REFUSAL_STATUSES) ...
     assert linkerd_port_policy(annotations, APP_PORT, probe_paths=probes) == ("all-authenticated", False)
     # ... the kubelet's probe of the app still passes ...
     assert linkerd_port_policy(annotations, APP_PORT, path=HEALTH_PATH, probe_paths=probes)[1]

@@ -17,8 +17,11 @@ import pytest
 from testbed.errors import TestbedError
 from testbed.kube.manifests import call_edges
 from testbed.meshes import evidence
+from testbed.meshes.cilium import evidence as cilium_evidence
 from testbed.meshes.evidence import Check
-from testbed.topology import load_topology
+from testbed.meshes.istio import evidence as istio_evidence
+from testbed.meshes.linkerd import evidence as linkerd_evidence
+from testbed.spec.topology import load_topology
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mesh"
 NS = "testbed"
@@ -38,7 +41,7 @@ def assert_one_line(check: Check) -> None:
 
 
 def test_istio_sidecars_all_mutual_tls() -> None:
-    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS)
+    check = istio_evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS)
     assert check.passed, check.detail
     assert check.data["requests_by_policy"] == {"mutual_tls": 4 * 18342}
     assert check.data["requests_by_edge"]["loadgen->frontend"] == 18342
@@ -53,11 +56,11 @@ SHOP_CALLEES = ("frontend", "catalog", "pricing", "inventory")
 def test_istio_sidecars_every_callee_must_be_read() -> None:
     """istioctl stops at the first pod it cannot read: the stats of loadgen and frontend alone fail."""
     text = fixture("istio-envoy-stats-mtls.txt")
-    assert evidence.istio_sidecar_mtls(text, namespace=NS, callees=SHOP_CALLEES).passed
+    assert istio_evidence.istio_sidecar_mtls(text, namespace=NS, callees=SHOP_CALLEES).passed
     headers = [m.start() for m in re.finditer(r"^The result of pod ", text, re.MULTILINE)]
     cut = text[: headers[2]]  # the first two pods' stats only
-    assert evidence.istio_sidecar_mtls(cut, namespace=NS).passed  # what the check used to accept
-    check = evidence.istio_sidecar_mtls(cut, namespace=NS, callees=SHOP_CALLEES)
+    assert istio_evidence.istio_sidecar_mtls(cut, namespace=NS).passed  # what the check used to accept
+    check = istio_evidence.istio_sidecar_mtls(cut, namespace=NS, callees=SHOP_CALLEES)
     assert not check.passed
     assert "catalog" in check.detail and "inventory" in check.detail and "pricing" in check.detail
     assert_one_line(check)
@@ -65,24 +68,24 @@ def test_istio_sidecars_every_callee_must_be_read() -> None:
 
 def test_envoy_worker_threads_are_read_from_every_proxy() -> None:
     text = fixture("istio-envoy-stats-mtls.txt")
-    check = evidence.envoy_concurrency(text, expected=2)
+    check = istio_evidence.envoy_concurrency(text, expected=2)
     assert check.passed, check.detail
     assert len(check.data["threads"]) == 5 and set(check.data["threads"].values()) == {2}
-    assert not evidence.envoy_concurrency(text, expected=4).passed
+    assert not istio_evidence.envoy_concurrency(text, expected=4).passed
     one_off = text.replace("envoy_server_concurrency{} 2", "envoy_server_concurrency{} 8", 1)
-    check = evidence.envoy_concurrency(one_off, expected=2)
+    check = istio_evidence.envoy_concurrency(one_off, expected=2)
     assert not check.passed and "loadgen-6f9c7d8b4d-q7w2n 8" in check.detail
     unread = text.replace("envoy_server_concurrency{} 2\n", "", 1)
     assert (
         "no envoy_server_concurrency in the stats of loadgen"
-        in evidence.envoy_concurrency(unread, expected=2).detail
+        in istio_evidence.envoy_concurrency(unread, expected=2).detail
     )
-    assert not evidence.envoy_concurrency("", expected=2).passed
-    assert evidence.envoy_concurrency(fixture("istio-envoy-stats-waypoint.txt"), expected=2).passed
+    assert not istio_evidence.envoy_concurrency("", expected=2).passed
+    assert istio_evidence.envoy_concurrency(fixture("istio-envoy-stats-waypoint.txt"), expected=2).passed
 
 
 def test_istio_permissive_plaintext_request_fails() -> None:
-    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-permissive.txt"), namespace=NS)
+    check = istio_evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-permissive.txt"), namespace=NS)
     assert not check.passed
     assert "3 request(s)" in check.detail
     assert "unknown->frontend (none) 3" in check.detail
@@ -92,7 +95,7 @@ def test_istio_permissive_plaintext_request_fails() -> None:
 
 def test_istio_client_side_only_is_not_evidence() -> None:
     # The client side always reports connection_security_policy="unknown": it proves nothing either way.
-    check = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-client-only.txt"), namespace=NS)
+    check = istio_evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-client-only.txt"), namespace=NS)
     assert not check.passed
     assert "reporter=destination" in check.detail
     assert "loadgen-6f9c7d8b4d-q7w2n" in check.detail
@@ -100,10 +103,10 @@ def test_istio_client_side_only_is_not_evidence() -> None:
 
 
 def test_istio_other_namespace_or_garbage() -> None:
-    other = evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace="elsewhere")
+    other = istio_evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace="elsewhere")
     assert not other.passed
     assert "namespace elsewhere" in other.detail
-    garbage = evidence.istio_sidecar_mtls("Error: pods not found\n", namespace=NS)
+    garbage = istio_evidence.istio_sidecar_mtls("Error: pods not found\n", namespace=NS)
     assert not garbage.passed
     assert "no Prometheus samples" in garbage.detail
     assert_one_line(garbage)
@@ -123,7 +126,7 @@ def test_plaintext_refused_at_the_connection(name: str) -> None:
 
 def test_plaintext_403_is_a_refusal_only_for_linkerd() -> None:
     text = fixture("plaintext-probe-403.txt")
-    linkerd = evidence.plaintext_refused(text, refusal_statuses=evidence.LINKERD_REFUSAL_STATUSES)
+    linkerd = evidence.plaintext_refused(text, refusal_statuses=linkerd_evidence.LINKERD_REFUSAL_STATUSES)
     assert linkerd.passed, linkerd.detail
     assert "403" in linkerd.detail
     istio = evidence.plaintext_refused(text)
@@ -258,7 +261,7 @@ def test_probe_argv_runs_the_script_in_the_unmeshed_namespace() -> None:
 
 
 def test_ztunnel_carries_every_workload_over_hbone() -> None:
-    check = evidence.istio_ambient_hbone(
+    check = istio_evidence.istio_ambient_hbone(
         fixture("ztunnel-workloads-hbone.json"), namespace=NS, workloads=(*APPS, "loadgen")
     )
     assert check.passed, check.detail
@@ -268,7 +271,9 @@ def test_ztunnel_carries_every_workload_over_hbone() -> None:
 
 
 def test_ztunnel_tcp_workloads_fail() -> None:
-    check = evidence.istio_ambient_hbone(fixture("ztunnel-workloads-tcp.json"), namespace=NS, workloads=APPS)
+    check = istio_evidence.istio_ambient_hbone(
+        fixture("ztunnel-workloads-tcp.json"), namespace=NS, workloads=APPS
+    )
     assert not check.passed
     assert "frontend (frontend-5d8f9b7c6-hx4tz: TCP)" in check.detail
     assert "istio.io/dataplane-mode=ambient" in check.detail
@@ -276,19 +281,19 @@ def test_ztunnel_tcp_workloads_fail() -> None:
 
 
 def test_ztunnel_missing_workload_and_bad_json() -> None:
-    missing = evidence.istio_ambient_hbone(
+    missing = istio_evidence.istio_ambient_hbone(
         fixture("ztunnel-workloads-hbone.json"), namespace=NS, workloads=("frontend", "checkout")
     )
     assert not missing.passed
     assert "no workload checkout" in missing.detail
-    bad = evidence.istio_ambient_hbone("Error: no ztunnel pod found\n", namespace=NS, workloads=APPS)
+    bad = istio_evidence.istio_ambient_hbone("Error: no ztunnel pod found\n", namespace=NS, workloads=APPS)
     assert not bad.passed
     assert "not JSON" in bad.detail
     assert_one_line(bad)
 
 
 def test_ztunnel_metrics_show_every_callee_reached_over_mutual_tls() -> None:
-    check = evidence.ztunnel_mtls(fixture("ztunnel-metrics-mtls.txt"), namespace=NS, workloads=APPS)
+    check = istio_evidence.ztunnel_mtls(fixture("ztunnel-metrics-mtls.txt"), namespace=NS, workloads=APPS)
     assert check.passed, check.detail
     assert check.data["pods"] == ["ztunnel-4kx9p", "ztunnel-b7m2q", "ztunnel-r8d5w", "ztunnel-vz6tn"]
     # Only the receiving side counts (reporter="destination"): the senders' own reports are not summed.
@@ -306,7 +311,9 @@ def test_ztunnel_metrics_show_every_callee_reached_over_mutual_tls() -> None:
 
 
 def test_ztunnel_accepting_plaintext_fails() -> None:
-    check = evidence.ztunnel_mtls(fixture("ztunnel-metrics-plaintext.txt"), namespace=NS, workloads=APPS)
+    check = istio_evidence.ztunnel_mtls(
+        fixture("ztunnel-metrics-plaintext.txt"), namespace=NS, workloads=APPS
+    )
     assert not check.passed
     assert "accepted 1 plaintext connection(s)" in check.detail
     assert "probe->frontend (unknown) 1" in check.detail
@@ -315,25 +322,29 @@ def test_ztunnel_accepting_plaintext_fails() -> None:
 
 
 def test_ztunnel_metrics_without_a_callee_or_without_traffic_fail() -> None:
-    missing = evidence.ztunnel_mtls(
+    missing = istio_evidence.ztunnel_mtls(
         fixture("ztunnel-metrics-mtls.txt"), namespace=NS, workloads=("frontend", "checkout")
     )
     assert not missing.passed
     assert "no mutual TLS connection into checkout" in missing.detail
     # Sidecar stats are no ztunnel metrics; nor is another namespace's traffic, nor an error.
-    sidecars = evidence.ztunnel_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS, workloads=APPS)
+    sidecars = istio_evidence.ztunnel_mtls(
+        fixture("istio-envoy-stats-mtls.txt"), namespace=NS, workloads=APPS
+    )
     assert not sidecars.passed
     assert "no istio_tcp_connections_opened_total with reporter=destination" in sidecars.detail
-    other = evidence.ztunnel_mtls(fixture("ztunnel-metrics-mtls.txt"), namespace="elsewhere", workloads=APPS)
+    other = istio_evidence.ztunnel_mtls(
+        fixture("ztunnel-metrics-mtls.txt"), namespace="elsewhere", workloads=APPS
+    )
     assert not other.passed
-    garbage = evidence.ztunnel_mtls("Error: no pods found\n", namespace=NS, workloads=APPS)
+    garbage = istio_evidence.ztunnel_mtls("Error: no pods found\n", namespace=NS, workloads=APPS)
     assert not garbage.passed
     assert "no Prometheus samples" in garbage.detail
     assert_one_line(garbage)
 
 
 def test_ztunnel_metrics_argv_reads_the_stats_port_of_every_ztunnel() -> None:
-    argv = evidence.ztunnel_metrics_argv("kind-testbed-istio-ambient")
+    argv = istio_evidence.ztunnel_metrics_argv("kind-testbed-istio-ambient")
     assert argv == (
         "istioctl", "--context", "kind-testbed-istio-ambient", "--namespace", "istio-system",
         "experimental", "envoy-stats", "--selector", "app=ztunnel", "--output", "prom",
@@ -342,7 +353,7 @@ def test_ztunnel_metrics_argv_reads_the_stats_port_of_every_ztunnel() -> None:
 
 
 def test_the_waypoint_served_every_service_over_mutual_tls() -> None:
-    check = evidence.istio_waypoint_mtls(
+    check = istio_evidence.istio_waypoint_mtls(
         fixture("istio-envoy-stats-waypoint.txt"), namespace=NS, services=APPS
     )
     assert check.passed, check.detail
@@ -354,23 +365,23 @@ def test_the_waypoint_served_every_service_over_mutual_tls() -> None:
 
 
 def test_the_waypoint_without_mutual_tls_or_without_traffic_fails() -> None:
-    plain = evidence.istio_waypoint_mtls(
+    plain = istio_evidence.istio_waypoint_mtls(
         fixture("istio-envoy-stats-waypoint-plaintext.txt"), namespace=NS, services=APPS
     )
     assert not plain.passed
     assert "60 request(s)" in plain.detail and "loadgen->frontend (none) 60" in plain.detail
     # A sidecar reports as source/destination, never as waypoint: nothing went through a waypoint.
-    sidecars = evidence.istio_waypoint_mtls(
+    sidecars = istio_evidence.istio_waypoint_mtls(
         fixture("istio-envoy-stats-mtls.txt"), namespace=NS, services=APPS
     )
     assert not sidecars.passed
     assert "no request to frontend, catalog, pricing, inventory" in sidecars.detail
     assert "istio.io/use-waypoint" in sidecars.detail
-    missing = evidence.istio_waypoint_mtls(
+    missing = istio_evidence.istio_waypoint_mtls(
         fixture("istio-envoy-stats-waypoint.txt"), namespace=NS, services=("frontend", "checkout")
     )
     assert not missing.passed and "no request to checkout" in missing.detail
-    garbage = evidence.istio_waypoint_mtls("Error: no pods found\n", namespace=NS, services=APPS)
+    garbage = istio_evidence.istio_waypoint_mtls("Error: no pods found\n", namespace=NS, services=APPS)
     assert not garbage.passed and "no Prometheus samples" in garbage.detail
     assert_one_line(sidecars)
 
@@ -379,7 +390,7 @@ def test_the_waypoint_without_mutual_tls_or_without_traffic_fails() -> None:
 
 
 def test_linkerd_proxies_send_everything_over_mtls() -> None:
-    check = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-tls.txt"), namespace=NS)
+    check = linkerd_evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-tls.txt"), namespace=NS)
     assert check.passed, check.detail
     assert check.data["tls_requests_by_destination"] == {d: 18342 for d in APPS}
     assert check.data["pods"] == sorted(check.data["pods"]) and len(check.data["pods"]) == 3
@@ -387,17 +398,17 @@ def test_linkerd_proxies_send_everything_over_mtls() -> None:
 
 
 def test_linkerd_unmeshed_destination_fails() -> None:
-    check = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-no-identity.txt"), namespace=NS)
+    check = linkerd_evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-no-identity.txt"), namespace=NS)
     assert not check.passed
     assert "requests to catalog (tls=no_identity, not_provided_by_service_discovery) 18342" in check.detail
     assert_one_line(check)
 
 
 def test_linkerd_metrics_error_and_nothing_meshed() -> None:
-    error = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-error.txt"), namespace=NS)
+    error = linkerd_evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-error.txt"), namespace=NS)
     assert not error.passed
     assert "pod not running: frontend-5d8f9b7c6-hx4tz" in error.detail
-    empty = evidence.linkerd_proxy_tls("", namespace=NS)
+    empty = linkerd_evidence.linkerd_proxy_tls("", namespace=NS)
     assert not empty.passed
     assert "linkerd.io/inject" in empty.detail
     assert_one_line(empty)
@@ -405,7 +416,7 @@ def test_linkerd_metrics_error_and_nothing_meshed() -> None:
 
 def test_linkerd_refused_metrics_blame_the_admin_port() -> None:
     # Every caller's admin port answered 403 with an empty body: the CLI printed the headers alone.
-    refused = evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-403.txt"), namespace=NS)
+    refused = linkerd_evidence.linkerd_proxy_tls(fixture("linkerd-proxy-metrics-403.txt"), namespace=NS)
     assert not refused.passed
     assert refused.detail.startswith(
         "the admin port (4191) of catalog-7b6d5c9f8-m2kps, frontend-5d8f9b7c6-hx4tz, "
@@ -418,12 +429,12 @@ def test_linkerd_refused_metrics_blame_the_admin_port() -> None:
     text = fixture("linkerd-proxy-metrics-tls.txt")
     catalog = text.index("#\n# POD catalog-")
     empty_catalog = "#\n# POD catalog-7b6d5c9f8-m2kps (1 of 1)\n#\n"
-    one = evidence.linkerd_proxy_tls(text[:catalog] + empty_catalog, namespace=NS)
+    one = linkerd_evidence.linkerd_proxy_tls(text[:catalog] + empty_catalog, namespace=NS)
     assert not one.passed
     assert one.data["refused_metrics"] == ["catalog-7b6d5c9f8-m2kps"]
     # Answers without traffic still say so.
     idle = "\n".join(line for line in text.splitlines() if 'direction="outbound"' not in line)
-    quiet = evidence.linkerd_proxy_tls(idle, namespace=NS)
+    quiet = linkerd_evidence.linkerd_proxy_tls(idle, namespace=NS)
     assert not quiet.passed
     assert "no outbound requests" in quiet.detail
 
@@ -432,13 +443,13 @@ def test_linkerd_wrong_server_identity_fails() -> None:
     text = fixture("linkerd-proxy-metrics-tls.txt").replace(
         'server_id="pricing.testbed.serviceaccount', 'server_id="catalog.testbed.serviceaccount'
     )
-    check = evidence.linkerd_proxy_tls(text, namespace=NS)
+    check = linkerd_evidence.linkerd_proxy_tls(text, namespace=NS)
     assert not check.passed
     assert "pricing proved catalog.testbed.serviceaccount.identity.linkerd.cluster.local" in check.detail
 
 
 def test_linkerd_check_passes_with_warnings() -> None:
-    check = evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-ok.txt"))
+    check = linkerd_evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-ok.txt"))
     assert check.passed, check.detail
     assert [w["check"] for w in check.data["warnings"]] == ["cli is up-to-date", "data plane is up-to-date"]
     assert (
@@ -450,7 +461,7 @@ def test_linkerd_check_passes_with_warnings() -> None:
 
 
 def test_linkerd_check_failure_names_the_check() -> None:
-    check = evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-not-ready.txt"))
+    check = linkerd_evidence.linkerd_check_proxy(fixture("linkerd-check-proxy-not-ready.txt"))
     assert not check.passed
     assert check.detail == (
         "linkerd check --proxy failed 1 check(s), first: linkerd-data-plane: data plane proxies are ready: "
@@ -460,19 +471,19 @@ def test_linkerd_check_failure_names_the_check() -> None:
 
 def test_linkerd_check_cut_short_or_coloured() -> None:
     text = fixture("linkerd-check-proxy-ok.txt")
-    cut = evidence.linkerd_check_proxy(text[: text.index("linkerd-data-plane")])
+    cut = linkerd_evidence.linkerd_check_proxy(text[: text.index("linkerd-data-plane")])
     assert not cut.passed
     assert "did not finish" in cut.detail
     assert_one_line(cut)
     coloured = text.replace("√", "\x1b[32;1m√\x1b[0m")
-    assert evidence.linkerd_check_proxy(coloured).passed
+    assert linkerd_evidence.linkerd_check_proxy(coloured).passed
 
 
 # --- Cilium ------------------------------------------------------------------------------------------
 
 
 def test_cilium_wireguard_with_a_peer_per_other_node() -> None:
-    check = evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=4)
+    check = cilium_evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=4)
     assert check.passed, check.detail
     assert check.data["interfaces"] == [
         {
@@ -482,24 +493,24 @@ def test_cilium_wireguard_with_a_peer_per_other_node() -> None:
             "peers": 3,
         }
     ]
-    assert not evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=5).passed
+    assert not cilium_evidence.cilium_wireguard(fixture("cilium-status-wireguard.txt"), nodes=5).passed
     assert check.data["node_encryption"] == "Disabled"
     assert_one_line(check)
 
 
 def test_cilium_missing_peer_fails() -> None:
-    check = evidence.cilium_wireguard(fixture("cilium-status-missing-peer.txt"), nodes=4)
+    check = cilium_evidence.cilium_wireguard(fixture("cilium-status-missing-peer.txt"), nodes=4)
     assert not check.passed
     assert "cilium_wg0 has 1 of the 3 other node(s)" in check.detail
     assert_one_line(check)
 
 
 def test_cilium_encryption_disabled_or_absent() -> None:
-    disabled = evidence.cilium_wireguard(fixture("cilium-status-disabled.txt"), nodes=3)
+    disabled = cilium_evidence.cilium_wireguard(fixture("cilium-status-disabled.txt"), nodes=3)
     assert not disabled.passed
     assert "encryption is Disabled" in disabled.detail
     assert "encryption.type=wireguard" in disabled.detail
-    absent = evidence.cilium_wireguard("KVStore: Disabled\n", nodes=3)
+    absent = cilium_evidence.cilium_wireguard("KVStore: Disabled\n", nodes=3)
     assert not absent.passed
     assert "no 'Encryption:' line" in absent.detail
 
@@ -522,19 +533,19 @@ def test_the_status_fixtures_are_of_this_configuration() -> None:
 
 
 def test_cilium_unencrypted_is_cilium_up_without_encryption() -> None:
-    check = evidence.cilium_unencrypted(fixture("cilium-status-disabled.txt"))
+    check = cilium_evidence.cilium_unencrypted(fixture("cilium-status-disabled.txt"))
     assert check.passed, check.detail
     assert check.data["encryption"] == "Disabled" and check.data["cilium"].startswith("Ok")
     assert_one_line(check)
-    wireguard = evidence.cilium_unencrypted(fixture("cilium-status-wireguard.txt"))
+    wireguard = cilium_evidence.cilium_unencrypted(fixture("cilium-status-wireguard.txt"))
     assert not wireguard.passed and "encryption is Wireguard, not Disabled" in wireguard.detail
     down = fixture("cilium-status-disabled.txt").replace(
         "Cilium:                                                   Ok",
         "Cilium:                                                   Failure",
     )
     assert "Failure" in down
-    assert not evidence.cilium_unencrypted(down).passed
-    assert not evidence.cilium_unencrypted("KVStore: Disabled\n").passed
+    assert not cilium_evidence.cilium_unencrypted(down).passed
+    assert not cilium_evidence.cilium_unencrypted("KVStore: Disabled\n").passed
 
 
 #: The cilium-agents' debuginfo of the four kind nodes (after the verification load).
@@ -570,13 +581,13 @@ SHOP_PAIRS = [("worker3", "worker"), ("worker", "worker2"), ("worker", "worker2"
 def test_wireguard_carried_the_load_on_every_crossing_pair() -> None:
     after = {n: debuginfo(n) for n in CILIUM_NODES}
     before = {n: earlier(t) for n, t in after.items()}
-    check = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=2_400)
+    check = cilium_evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=2_400)
     assert check.passed, check.detail
     assert [e["nodes"] for e in check.data["pairs"]] == [["worker", "worker2"], ["worker", "worker3"]]
     assert check.data["pairs"][0]["worker->worker2"] == {"tx_bytes": 10_000, "rx_bytes": 10_000}
     assert_one_line(check)
     # Not enough for the load: the floor is what tells the load's bytes from Cilium's health probes.
-    short = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=10_001)
+    short = cilium_evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=10_001)
     assert not short.passed and "need 10001 each" in short.detail
 
 
@@ -585,7 +596,7 @@ def test_wireguard_that_did_not_move_on_one_pair_fails() -> None:
     before = {n: earlier(t) for n, t in after.items()}
     # worker2's counters for worker did not move: the hop went around WireGuard (or nowhere).
     before["worker2"] = earlier(after["worker2"], keep=(key_of("worker"),))
-    check = evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=1)
+    check = cilium_evidence.cilium_wireguard_transfer(before, after, pairs=SHOP_PAIRS, min_bytes=1)
     assert not check.passed
     assert "worker2 sent 0 B to and received 0 B from worker" in check.detail
     assert_one_line(check)
@@ -595,23 +606,25 @@ def test_wireguard_transfer_needs_every_agent_peer_and_pair() -> None:
     after = {n: debuginfo(n) for n in CILIUM_NODES}
     before = {n: earlier(t) for n, t in after.items()}
     unencrypted = json.dumps({"cilium-version": "1.20.0", "encryption": {}})
-    broken = evidence.cilium_wireguard_transfer(before, after | {"worker": unencrypted}, pairs=SHOP_PAIRS)
+    broken = cilium_evidence.cilium_wireguard_transfer(
+        before, after | {"worker": unencrypted}, pairs=SHOP_PAIRS
+    )
     assert not broken.passed and "worker (after the load): no WireGuard interface" in broken.detail
-    missing = evidence.cilium_wireguard_transfer(
+    missing = cilium_evidence.cilium_wireguard_transfer(
         {n: t for n, t in before.items() if n != "worker3"}, after, pairs=SHOP_PAIRS
     )
     assert not missing.passed and "no debuginfo from node worker3" in missing.detail
-    restarted = evidence.cilium_wireguard_transfer(after, before, pairs=SHOP_PAIRS)
+    restarted = cilium_evidence.cilium_wireguard_transfer(after, before, pairs=SHOP_PAIRS)
     assert not restarted.passed and "went back" in restarted.detail
     lonely = json.loads(after["control-plane"])
     lonely["encryption"]["wireguard"]["interfaces"][0]["peers"].pop()
-    unpeered = evidence.cilium_wireguard_transfer(
+    unpeered = cilium_evidence.cilium_wireguard_transfer(
         before, after | {"control-plane": json.dumps(lonely)}, pairs=SHOP_PAIRS
     )
     assert not unpeered.passed and "control-plane has no peer for worker3" in unpeered.detail
-    same_node = evidence.cilium_wireguard_transfer(before, after, pairs=[("worker", "worker")])
+    same_node = cilium_evidence.cilium_wireguard_transfer(before, after, pairs=[("worker", "worker")])
     assert not same_node.passed and "no hop between two nodes" in same_node.detail
-    assert not evidence.cilium_wireguard_transfer(
+    assert not cilium_evidence.cilium_wireguard_transfer(
         before, after | {"worker": "curl: (7)"}, pairs=SHOP_PAIRS
     ).passed
 
@@ -689,7 +702,7 @@ def test_pending_load_generator_or_no_calls_fail() -> None:
 
 def _checks() -> list[Check]:
     return [
-        evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS),
+        istio_evidence.istio_sidecar_mtls(fixture("istio-envoy-stats-mtls.txt"), namespace=NS),
         evidence.plaintext_refused(fixture("plaintext-probe-reset.txt")),
     ]
 
@@ -726,19 +739,19 @@ def test_no_checks_is_no_verification() -> None:
 
 def test_commands() -> None:
     ctx = "kind-testbed-x"
-    assert evidence.istio_stats_argv(ctx, NS, "app.kubernetes.io/part-of=testbed") == (
+    assert istio_evidence.istio_stats_argv(ctx, NS, "app.kubernetes.io/part-of=testbed") == (
         "istioctl", "--context", ctx, "--namespace", NS, "experimental", "envoy-stats",
         "--selector", "app.kubernetes.io/part-of=testbed", "--output", "prom",
     )  # fmt: skip
-    assert evidence.ztunnel_workloads_argv(ctx, NS)[3:] == (
+    assert istio_evidence.ztunnel_workloads_argv(ctx, NS)[3:] == (
         "ztunnel-config", "workloads", "--workload-namespace", NS, "--output", "json",
     )  # fmt: skip
-    assert evidence.linkerd_metrics_argv(ctx, NS, "frontend")[-1] == "deploy/frontend"
-    assert evidence.linkerd_check_argv(ctx, NS, wait_s=45)[3:] == (
+    assert linkerd_evidence.linkerd_metrics_argv(ctx, NS, "frontend")[-1] == "deploy/frontend"
+    assert linkerd_evidence.linkerd_check_argv(ctx, NS, wait_s=45)[3:] == (
         "check", "--proxy", "--namespace", NS, "--wait", "45s",
     )  # fmt: skip
-    assert evidence.cilium_status_argv(ctx)[-2:] == ("cilium-dbg", "status")
-    assert evidence.cilium_debuginfo_argv("testbed-cilium-worker") == (
+    assert cilium_evidence.cilium_status_argv(ctx)[-2:] == ("cilium-dbg", "status")
+    assert cilium_evidence.cilium_debuginfo_argv("testbed-cilium-worker") == (
         "docker", "exec", "testbed-cilium-worker", "curl", "--silent", "--show-error", "--max-time", "30",
         "--unix-socket", "/var/run/cilium/cilium.sock", "http://localhost/v1/debuginfo",
     )  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.plan import load_argv, load_config, plan_trials
-from testbed.scenario import available_scenarios, load_scenario
+from testbed.spec.scenario import available_scenarios, load_scenario
+from testbed.spec.trials import load_argv, load_config, plan_trials
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from testbed import analysis, stats
 from testbed.bench.report import trial_result, write_run
 from testbed.loadgen.result import decode, encode, new_histogram
+from testbed.reporting import analysis, stats
 from tests.conftest import run_testbed
 
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from testbed import analysis
 from testbed.bench.report import trial_result, write_run
 from testbed.kube import metrics
 from testbed.platforms.existing import MIN_WINDOW_S, ExistingPlatform
-from testbed.report import markdown, write_report
+from testbed.reporting import analysis
+from testbed.reporting.report import markdown, write_report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kubelet-metrics-resource.txt"
 

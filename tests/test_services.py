@@ -13,12 +13,12 @@ import psutil
 import pytest
 
 from testbed.errors import TestbedError
-from testbed.platforms.local_services import (
+from testbed.spec.topology import Topology, load_topology
+from testbed.sut.local import (
     RunningTopology,
     free_ports,
     start_topology,
 )
-from testbed.topology import Topology, load_topology
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from testbed.smp import (
+from testbed.reporting.smp import (
     MESH_TYPES,
     SERVICE_MESH_TYPES,
     SMP_COMMIT,
@@ -247,7 +247,7 @@ def test_an_unknown_mesh_is_an_error_unless_asked_for(summary: dict[str, Any]) -
 def test_a_cell_without_valid_trials_is_left_out_and_logged(
     summary: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="testbed.smp"):
+    with caplog.at_level(logging.WARNING, logger="testbed.reporting.smp"):
         documents = to_smp(summary)
     assert ("envoy", "2000") not in _by_cell(documents)
     assert "envoy at 2000.0 rps has no valid trial" in caplog.text

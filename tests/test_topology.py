@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.topology import TOPOLOGIES_DIR, Service, available_topologies, call_depths, load_topology
+from testbed.spec.topology import TOPOLOGIES_DIR, Service, available_topologies, call_depths, load_topology
 
 VALID = """
 name = "t"

@@ -18,9 +18,9 @@ from typing import IO
 
 import pytest
 
-from testbed import tools
 from testbed.errors import ConfigError, TestbedError, UsageError
-from testbed.versions import VERSIONS_FILE, Versions, load_versions
+from testbed.kube import tools
+from testbed.spec.versions import VERSIONS_FILE, Versions, load_versions
 
 ARCH = "amd64"  # explicit, so that the tests do not depend on the machine running them
 

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     port = free_port()
-    server = proc.spawn([sys.executable, "-m", "testbed.nullserver", "--port", str(port)])
+    server = proc.spawn([sys.executable, "-m", "testbed.sut.nullserver", "--port", str(port)])
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_listening(port)

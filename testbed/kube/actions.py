@@ -1,8 +1,8 @@
 """The vocabulary of a Kubernetes plan: its actions (commands, files, checks), what a mesh plans with, and
 the names kind gives clusters, contexts, nodes and the testbed image. Pure data, no I/O.
 
-A leaf: the planner (`testbed.kube.plan`) and every mesh (`testbed.meshes.kube_*`) import it, and it
-imports neither, so that the plan can ask the meshes for their steps without an import cycle.
+A leaf: the planner (`testbed.kube.cluster`, `trial`) and every mesh (`testbed.meshes.*.kube`) import
+it, and it imports neither, so that the plan can ask the meshes for their steps without an import cycle.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from testbed import __version__
 from testbed.kube import manifests as m
 from testbed.paths import ROOT
-from testbed.versions import Versions
+from testbed.spec.versions import Versions
 
 #: The source checkout the image is built from (the Dockerfile copies testbed/ and scenarios/).
 SOURCE = ROOT

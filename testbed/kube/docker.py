@@ -16,9 +16,9 @@ timeout. The timeout bounds each CLI run: a python-on-whales call that runs the 
 inspects the image first, a build inspects its result) can take up to twice as long.
 
 A kind node is a Docker container, so its CPU (kubelet, containerd and every pod on it) is the CPU of
-that container's cgroup: `node_cpu_seconds()` reads the cumulative `usage_usec` of cgroup v2's
-`cpu.stat` inside the node, and `run_in_nodes()` runs one script in every node at once (the kind
-platform's read of every container's cgroup, `testbed.kube.metrics.NODE_READ`); in a node,
+that container's cgroup: `run_in_nodes()` runs one script in every node at once (the kind platform's
+read of every container's cgroup, `testbed.kube.metrics.NODE_READ`, which says in one line when a host
+has no cgroup v2); in a node,
 `/sys/fs/cgroup` is the node's own cgroup (Docker's private cgroup namespace, which kind uses on
 cgroup v2). The Docker stats API has a cumulative counter too, but the
 CLI does not show it: `docker stats` prints a percentage over its own short sample. cgroup v1 is not
@@ -43,9 +43,6 @@ from python_on_whales.utils import run as pow_run
 
 from testbed import proc
 from testbed.errors import CommandError, TestbedError, UsageError
-
-#: The node's own cgroup inside a kind node container (cgroup v2, private cgroup namespace).
-CPU_STAT = "/sys/fs/cgroup/cpu.stat"
 
 DAEMON_TIMEOUT_S = 20.0
 BUILD_TIMEOUT_S = 1800.0
@@ -194,23 +191,6 @@ def remove_images(names: Sequence[str], *, timeout: float = DAEMON_TIMEOUT_S) ->
     call(timeout, lambda docker: docker.image.remove(list(names), force=True))
 
 
-def node_cpu_seconds(container: str, *, timeout: float = EXEC_TIMEOUT_S) -> float:
-    """Cumulative CPU seconds of everything in a kind node container, from its cgroup v2 `cpu.stat`."""
-    echo("exec", container, "cat", CPU_STAT)
-    try:
-        out = call(timeout, lambda docker: docker.container.execute(container, ["cat", CPU_STAT]))
-    except CommandError as e:
-        if e.exit_code is not None and "no such file" in e.stderr.lower():
-            raise TestbedError(
-                f"container {container} has no {CPU_STAT}: its Docker host uses cgroup v1, on which a "
-                "Kubernetes 1.35 kubelet does not start; use a cgroup v2 host (e.g. GitHub's ubuntu-latest)"
-            ) from None
-        raise
-    if not isinstance(out, str):  # only `detach` or `stream` make `execute` return something else
-        raise TypeError(f"docker.container.execute returned {type(out).__name__}, not the output")
-    return parse_cpu_stat(out, source=f"{CPU_STAT} of {container}")
-
-
 def run_in_nodes(
     containers: Sequence[str], script: str, *, timeout: float = EXEC_TIMEOUT_S
 ) -> dict[str, str]:
@@ -232,18 +212,6 @@ def run_in_nodes(
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(containers)) as pool:
         futures = {container: pool.submit(one, container) for container in containers}
         return {container: future.result() for container, future in futures.items()}
-
-
-def parse_cpu_stat(text: str, *, source: str = CPU_STAT) -> float:
-    """Seconds from the `usage_usec` line of a cgroup v2 `cpu.stat`."""
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec":
-            try:
-                return int(value) / 1e6
-            except ValueError:
-                break
-    raise TestbedError(f"{source} has no `usage_usec N` line: {text.strip()[:200]!r}")
 
 
 def _client(timeout: float) -> DockerClient:

@@ -1,7 +1,7 @@
 """The Kubernetes objects of one topology, as plain dicts in apply order: pure functions, no I/O.
 
 Every service of the topology gets a ServiceAccount (its mesh identity), a ClusterIP Service and a
-one-replica Deployment running `python -m testbed.service` from the testbed image. The load generator is
+one-replica Deployment running `python -m testbed.sut.service` from the testbed image. The load generator is
 an idle pod in the same namespace, so that the mesh gives it the same client-side proxy as any caller;
 trials are run in it with `kubectl exec`. The load generator has a worker of its own, and the services
 alternate between two app workers by their depth in the call graph (`app_role`), so that every call, the
@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import ConfigError, UsageError
-from testbed.topology import Service, Topology, call_depths
+from testbed.spec.topology import Service, Topology, call_depths
 
 #: One Kubernetes object, as `kubectl apply` reads it.
 Object = dict[str, Any]
@@ -31,7 +31,7 @@ DEFAULT_NAMESPACE = "testbed"
 APP_PORT = 8080
 #: Istio picks the protocol from the port name (`http`, `http-*`), others from `appProtocol`: both say HTTP.
 APP_PORT_NAME = "http"
-#: What `testbed.service` answers 200 on without doing any work (`testbed.service.HEALTH_PATH`).
+#: What `testbed.sut.service` answers 200 on without doing any work (`testbed.sut.service.HEALTH_PATH`).
 HEALTH_PATH = "/healthz"
 #: Where the Dockerfile puts the repository's `scenarios/topologies/`.
 IMAGE_TOPOLOGIES_DIR = "/app/scenarios/topologies"
@@ -175,7 +175,7 @@ def app_objects(
     """ServiceAccounts, Services, then Deployments of every topology service, leaves first.
 
     Each Deployment runs on the app worker of its depth's parity (`app_role`); a topology with a service
-    at depths of both parities is refused (`testbed.topology.call_depths`).
+    at depths of both parities is refused (`testbed.spec.topology.call_depths`).
 
     `topology_path` is the topology file inside the image; by default the file of the same name in
     the repository's `scenarios/topologies/`, which the Dockerfile copies to `/app/scenarios/topologies/`.
@@ -379,7 +379,7 @@ def _app_deployment(
     command = [
         "python",
         "-m",
-        "testbed.service",
+        "testbed.sut.service",
         "--topology",
         topology_path,
         "--service",

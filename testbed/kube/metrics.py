@@ -48,18 +48,10 @@ from typing import Any
 
 from testbed.errors import TestbedError
 from testbed.kube.manifests import DEFAULT_NAMESPACE, LOADGEN_NAME, WORKER_NAME
-from testbed.resources import busy_seconds, host_figures, proc_stat_cpu
+from testbed.resources import COMPONENTS, KERNEL, NODE_OVERHEAD, busy_seconds, host_figures, proc_stat_cpu
 
 #: (namespace, pod, container): how the kubelet labels a container's series.
 Key = tuple[str, str, str]
-#: What `window()` reports, in this order, whether or not any container fell into them.
-COMPONENTS = ("app", "sidecar", "loadgen", "node-proxy", "control-plane", "kubernetes")
-#: What `cgroup_window()` adds, derived rather than read: a node container's CPU outside its pods'
-#: containers (kubelet, containerd and its shims, systemd, the pods' pause sandboxes), and the host's busy
-#: CPU outside every node container (kernel threads such as WireGuard's `wg-crypt-*` workers, softirq work
-#: billed to whatever it interrupted, and every other process on the host).
-NODE_OVERHEAD = "node-overhead"
-KERNEL = "kernel-unattributed"
 SOURCE = "kubelet /metrics/resource"
 CGROUP_SOURCE = "cgroup v2 cpu.stat usage_usec in each kind node, read at the measured window's edges"
 MEMORY_SOURCE = (

@@ -34,7 +34,7 @@ class LoadConfig:
     warmup_s: float
     #: Seconds the load goes on at the same rate after the measured window, not recorded: a platform that
     #: reads its counters only when it sees the window's end mark (kind, over `docker exec`) then reads them
-    #: under the same load as inside the window, not as it drains (`testbed.kube.plan.LOAD_TAIL_S`).
+    #: under the same load as inside the window, not as it drains (`testbed.kube.trial.LOAD_TAIL_S`).
     tail_s: float = 0.0
     connections: int = 16
     processes: int = 1

@@ -1,4 +1,13 @@
-"""Every mesh the testbed knows, and where each one can run."""
+"""What sits between the services: every mesh the testbed knows, and where each one can run.
+
+On the local platform: `local` (no mesh, or real Envoy sidecars from `envoy/`: PKI, bootstrap, processes).
+On Kubernetes: `kube` (the `KubeMesh` Protocol and the registry) and one folder per mesh (`istio/`,
+`linkerd/`, `cilium/`), each with its plan (`kube`) and the parsers of its evidence (`evidence`) beside it;
+`evidence`, `kube_verify` and `kube_resources` are what the Kubernetes meshes share.
+
+May import the shared leaves, `testbed.spec`, `testbed.sut` (the local services it wraps) and the Kubernetes
+vocabulary (`testbed.kube.actions`, `manifests`, `images`, `metrics`); never the planner or a platform.
+"""
 
 from __future__ import annotations
 

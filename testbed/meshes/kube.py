@@ -2,8 +2,8 @@
 
 A mesh on Kubernetes is a few commands (install, verify), a few settings on the app namespace and pods,
 the images it runs and the workloads it adds; the platform does the rest (cluster, image, topology,
-load, resources). One module per mesh: `kube_istio` (sidecar and ambient), `kube_linkerd`,
-`kube_cilium`, each registered in `KUBE_MESHES` below.
+load, resources). One folder per mesh: `istio/` (sidecar and ambient), `linkerd/`,
+`cilium/`, each with its `kube` module registered in `KUBE_MESHES` below and its `evidence` parsers.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from testbed.errors import UsageError
 from testbed.meshes import ALL_MESHES
-from testbed.meshes.kube_cilium import Cilium
-from testbed.meshes.kube_istio import IstioAmbient, IstioSidecar
-from testbed.meshes.kube_linkerd import Linkerd
+from testbed.meshes.cilium.kube import Cilium
+from testbed.meshes.istio.kube import IstioAmbient, IstioSidecar
+from testbed.meshes.linkerd.kube import Linkerd
 
 if TYPE_CHECKING:
     from testbed.kube.actions import Action, MeshContext
-    from testbed.versions import Versions
+    from testbed.spec.versions import Versions
 
 
 class KubeMesh(Protocol):
     name: str
-    #: The configuration its images are listed and archived under (`testbed.images.CONFIGURATIONS`).
+    #: The configuration its images are listed and archived under (`testbed.kube.images.CONFIGURATIONS`).
     config: str
     #: CLIs that `install_steps` and `verify_steps` run besides kubectl (checked before anything starts).
     tools: tuple[str, ...]
@@ -38,11 +38,11 @@ class KubeMesh(Protocol):
     namespace_annotations: Mapping[str, str]
     pod_annotations: Mapping[str, str]
     #: The mesh's own workloads (the DaemonSet or Deployment a pod belongs to) and the resource component
-    #: each counts for (`testbed.kube.metrics.COMPONENTS`); injected sidecars are known by container name.
+    #: each counts for (`testbed.resources.COMPONENTS`); injected sidecars are known by container name.
     components: Mapping[str, str]
 
     def images(self, versions: Versions) -> tuple[str, ...]:
-        """The images the mesh runs in the nodes (`testbed.images`), loaded from its archive if saved."""
+        """The images the mesh runs in the nodes (`testbed.kube.images`), loaded from its archive if saved."""
 
     def install_steps(self, ctx: MeshContext) -> list[Action]:
         """What installs the mesh on a running cluster, before the topology is applied."""

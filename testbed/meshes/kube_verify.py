@@ -53,7 +53,7 @@ def load(ctx: MeshContext) -> Step:
         description=LOAD,
         argv=(
             *ctx.kubectl,
-            # As in testbed.kube.plan.trial_plan: kubectl v0.35.7 pkg/cmd/exec/exec.go, -c named because a
+            # As in testbed.kube.trial.trial_plan: kubectl v0.35.7 pkg/cmd/exec/exec.go, -c named because a
             # mesh may add a sidecar; `testbed load` flags from testbed/cli.py.
             "exec",
             f"deploy/{m.LOADGEN_NAME}",

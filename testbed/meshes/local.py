@@ -14,11 +14,26 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from testbed.errors import TestbedError
-from testbed.meshes import envoy_local
-from testbed.meshes.envoy_local import ClientSidecar, Downstream, ServiceSidecar, Sidecar
-from testbed.platforms.local_services import RunningTopology
+from testbed.meshes.envoy.bootstrap import (
+    LOCALHOST,
+    ClientSidecar,
+    Downstream,
+    ServiceSidecar,
+    client_sidecar_bootstrap,
+    sidecar_bootstrap,
+)
+from testbed.meshes.envoy.pki import make_pki
+from testbed.meshes.envoy.sidecar import (
+    DEFAULT_CONCURRENCY,
+    Sidecar,
+    envoy_binary,
+    plaintext_refused,
+    start_sidecar,
+    tls_evidence,
+)
 from testbed.ports import free_ports
-from testbed.topology import Topology
+from testbed.spec.topology import Topology
+from testbed.sut.local import RunningTopology
 
 LOADGEN_IDENTITY = "loadgen"
 
@@ -72,9 +87,7 @@ class EnvoySidecars:
 
     name = "envoy"
 
-    def __init__(
-        self, topology: Topology, *, concurrency: int = envoy_local.DEFAULT_CONCURRENCY, nice: int = 0
-    ) -> None:
+    def __init__(self, topology: Topology, *, concurrency: int = DEFAULT_CONCURRENCY, nice: int = 0) -> None:
         self.topology = topology
         self.concurrency = concurrency
         self.nice = nice
@@ -87,7 +100,7 @@ class EnvoySidecars:
         self.sidecars: list[Sidecar] = []
 
     def routes(self) -> Callable[[str, str], str] | None:
-        return lambda caller, callee: f"http://{envoy_local.LOCALHOST}:{self.outbound[(caller, callee)]}"
+        return lambda caller, callee: f"http://{LOCALHOST}:{self.outbound[(caller, callee)]}"
 
     def _callers(self, name: str) -> tuple[str, ...]:
         callers = tuple(s.name for s in self.topology.services if name in s.calls)
@@ -95,7 +108,7 @@ class EnvoySidecars:
 
     def start(self, running: RunningTopology, workdir: Path) -> str:
         identities = [*self.topology.names, LOADGEN_IDENTITY]
-        pki = envoy_local.make_pki(workdir / "pki", identities)
+        pki = make_pki(workdir / "pki", identities)
         try:
             for service in self.topology.services:
                 spec = ServiceSidecar(
@@ -113,7 +126,7 @@ class EnvoySidecars:
                         for callee in service.calls
                     ),
                 )
-                bootstrap = envoy_local.sidecar_bootstrap(spec, pki)
+                bootstrap = sidecar_bootstrap(spec, pki)
                 self._start(f"sidecar-{service.name}", bootstrap, workdir)
             entry = Downstream(
                 name=self.topology.entry,
@@ -121,8 +134,8 @@ class EnvoySidecars:
                 inbound_port=self.inbound[self.topology.entry],
             )
             client = ClientSidecar(admin_port=self.client_admin, entry=entry, identity=LOADGEN_IDENTITY)
-            self._start("sidecar-loadgen", envoy_local.client_sidecar_bootstrap(client, pki), workdir)
-            target = f"http://{envoy_local.LOCALHOST}:{self.client_port}/"
+            self._start("sidecar-loadgen", client_sidecar_bootstrap(client, pki), workdir)
+            target = f"http://{LOCALHOST}:{self.client_port}/"
             _check_path(target, self.sidecars)
             return target
         except BaseException:
@@ -131,7 +144,7 @@ class EnvoySidecars:
 
     def _start(self, name: str, bootstrap: dict[str, Any], workdir: Path) -> None:
         self.sidecars.append(
-            envoy_local.start_sidecar(name, bootstrap, workdir, concurrency=self.concurrency, nice=self.nice)
+            start_sidecar(name, bootstrap, workdir, concurrency=self.concurrency, nice=self.nice)
         )
 
     def pids(self) -> list[int]:
@@ -139,11 +152,8 @@ class EnvoySidecars:
 
     def evidence(self) -> dict[str, Any]:
         """mTLS at work: handshakes on every sidecar, and every inbound listener refusing plaintext."""
-        handshakes = {s.name: envoy_local.tls_evidence(s.admin_port) for s in self.sidecars}
-        refused = {
-            name: envoy_local.plaintext_refused(envoy_local.LOCALHOST, port)
-            for name, port in self.inbound.items()
-        }
+        handshakes = {s.name: tls_evidence(s.admin_port) for s in self.sidecars}
+        refused = {name: plaintext_refused(LOCALHOST, port) for name, port in self.inbound.items()}
         inbound_ok = all(
             h["inbound"].get("handshake", 0) > 0 for n, h in handshakes.items() if n != "sidecar-loadgen"
         )
@@ -172,7 +182,7 @@ def envoy_version() -> str:
     """The Envoy binary's version, e.g. `1.40.0` (from `<commit>/1.40.0/Clean/RELEASE/BoringSSL`)."""
     from testbed import proc
 
-    out = proc.run([envoy_local.envoy_binary(), "--version"], timeout=30).stdout
+    out = proc.run([envoy_binary(), "--version"], timeout=30).stdout
     build = out.strip().split("version:")[-1].strip()
     parts = build.split("/")
     return parts[1] if len(parts) > 1 else build

@@ -1,4 +1,10 @@
-"""Platforms: where a topology runs. One module each behind `Platform`, registered in `PLATFORMS`."""
+"""Where a topology runs: `local` (processes on this machine, the default), `kind` (a kind cluster made for
+the run) and `existing` (a kubeconfig context), the last two sharing `kube`. One module each behind
+`Platform`, chosen by `testbed.cli` (`--platform`).
+
+May import everything below it: the shared leaves, `testbed.loadgen`, `spec`, `sut`, `meshes` and `kube`;
+never `testbed.run`, `cli` or `reporting`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from testbed.loadgen.config import LoadConfig
-from testbed.topology import Topology
+from testbed.spec.topology import Topology
 
 
 class Deployment(Protocol):

@@ -23,12 +23,12 @@ from typing import Any
 from testbed import proc
 from testbed.errors import UsageError
 from testbed.kube import actions as ka
+from testbed.kube import cluster as kp
 from testbed.kube import manifests as m
-from testbed.kube import plan as kp
 from testbed.meshes.kube import KubeMesh
 from testbed.platforms.kube import Edge, KubeDeployment, KubePlatform
-from testbed.topology import Topology
-from testbed.versions import Versions
+from testbed.spec.topology import Topology
+from testbed.spec.versions import Versions
 
 #: Shorter measured windows are warned about: cAdvisor samples each container every 10 s, stretched up to
 #: 15 s (kubernetes/kubernetes pkg/kubelet/cadvisor/cadvisor_linux.go `defaultHousekeepingInterval`,

@@ -22,12 +22,13 @@ import psutil
 from testbed import proc
 from testbed.errors import TestbedError, UsageError
 from testbed.kube import actions as ka
+from testbed.kube import cluster as kp
 from testbed.kube import docker, metrics
-from testbed.kube import plan as kp
+from testbed.kube import trial as kt
 from testbed.meshes.kube import KubeMesh
 from testbed.platforms.kube import Edge, KubeDeployment, KubePlatform, warn
-from testbed.topology import Topology
-from testbed.versions import Versions
+from testbed.spec.topology import Topology
+from testbed.spec.versions import Versions
 
 INOTIFY = Path("/proc/sys/fs/inotify")
 #: kind's known-issues page: several clusters (or many pods) exhaust the distribution defaults.
@@ -75,10 +76,10 @@ class KindPlatform(KubePlatform):
         )
 
     def archive(self, mesh: KubeMesh) -> Path | None:
-        """Where `nox -s pull-images` saves the mesh's images (`testbed.images.archive_path`), if any."""
+        """Where `nox -s pull-images` saves the mesh's images (`testbed.kube.images.archive_path`), if any."""
         if not mesh.images(self.pins):
             return None
-        from testbed.images import archive_path  # the Docker client library only when needed
+        from testbed.kube.images import archive_path  # the Docker client library only when needed
 
         try:
             return archive_path(mesh.config, versions=self.pins)
@@ -95,9 +96,9 @@ class KindPlatform(KubePlatform):
     def is_reused(self, plan: kp.ClusterPlan) -> bool:
         return plan.cluster in self._existing
 
-    def read_resources(self, deployment: KubeDeployment, steps: kp.TrialPlan) -> dict[str, metrics.NodeRead]:
+    def read_resources(self, deployment: KubeDeployment, steps: kt.TrialPlan) -> dict[str, metrics.NodeRead]:
         """Every node container's cgroups and the host's /proc/stat, all nodes at once (`NODE_READ`)."""
-        outputs = docker.run_in_nodes(steps.node_containers, steps.node_read, timeout=kp.SCRAPE_TIMEOUT_S)
+        outputs = docker.run_in_nodes(steps.node_containers, steps.node_read, timeout=kt.SCRAPE_TIMEOUT_S)
         return {node: metrics.parse_node_read(text, node=node) for node, text in outputs.items()}
 
     def window_resources(

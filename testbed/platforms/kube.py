@@ -1,10 +1,10 @@
 """What the `kind` and `existing` platforms share: running a cluster plan, a trial, and the clean-up.
 
-The plan (`testbed.kube.plan`) says what to run; this runs it, through `testbed.proc.run` (commands)
-and `testbed.kube.docker` (image, node containers). A cluster is brought up at the first trial of its
-mesh and kept for the next ones; inside `session()` (the whole run, see `testbed.run`) it is torn down
-at the end, after Ctrl-C too, and after a failure once its logs are in the run directory. Without a
-session, `deploy()` is a session of its own, so that the `Platform` contract (down on exit) holds.
+The plan (`testbed.kube.cluster`, `trial`) says what to run; this runs it, through `testbed.proc.run`
+(commands) and `testbed.kube.docker` (image, node containers). A cluster is brought up at the first
+trial of its mesh and kept for the next ones; inside `session()` (the whole run, see `testbed.run`) it
+is torn down at the end, after Ctrl-C too, and after a failure once its logs are in the run directory.
+Without a session, `deploy()` is a session of its own, so that the `Platform` contract (down on exit) holds.
 
 A mesh is verified once its topology is up (`ClusterPlan.verify`): its checks' output is kept in
 `work/<mesh>/verify/`, and a failed check stops the run like any other failure, so the cluster's logs are
@@ -24,19 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import proc, tools
+from testbed import proc
 from testbed.errors import CommandError, TestbedError
 from testbed.kube import actions as ka
-from testbed.kube import metrics
-from testbed.kube import plan as kp
+from testbed.kube import cluster as kp
+from testbed.kube import metrics, tools
+from testbed.kube import render as kr
+from testbed.kube import trial as kt
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.loadgen.result import SCHEMA as LOAD_SCHEMA
 from testbed.meshes.kube import KubeMesh, kube_mesh
-from testbed.plan import Trial, load_config
-from testbed.scenario import Scenario
-from testbed.topology import Topology
-from testbed.versions import Versions, load_versions
+from testbed.spec.scenario import Scenario
+from testbed.spec.topology import Topology
+from testbed.spec.trials import Trial, load_config
+from testbed.spec.versions import Versions, load_versions
 
 
 @dataclass
@@ -120,7 +122,7 @@ class KubePlatform:
     def nodes(self, plan: kp.ClusterPlan) -> tuple[str, ...]:
         return plan.nodes
 
-    def read_resources(self, deployment: KubeDeployment, steps: kp.TrialPlan) -> Any:
+    def read_resources(self, deployment: KubeDeployment, steps: kt.TrialPlan) -> Any:
         """What is read at each edge of the measured window: every node's kubelet (kind: its cgroups)."""
         scrapes = zip(deployment.nodes, steps.at_marks, strict=True)
         return {node: self.run(step).stdout for node, step in scrapes}
@@ -194,7 +196,7 @@ class KubePlatform:
         node's kubelet, whose own figures lag by up to 15 s).
         """
         trial_dir.mkdir(parents=True, exist_ok=True)
-        steps = kp.trial_plan(deployment.plan, config, nodes=deployment.nodes)
+        steps = kt.trial_plan(deployment.plan, config, nodes=deployment.nodes)
         log = trial_dir / "loadgen.log"
         edges: dict[str, Edge] = {}
 
@@ -249,7 +251,7 @@ class KubePlatform:
         """The whole plan as text: every check, command and file, in the order a run does them."""
         meshes = tuple(dict.fromkeys(trial.mesh for trial in trials))
         lines = [
-            f"platform {self.name}; pinned: {kp.describe_versions(self.versions(meshes))}",
+            f"platform {self.name}; pinned: {kr.describe_versions(self.versions(meshes))}",
             f"load generator workers: {self.loadgen_workers}; "
             + ("--keep: no teardown at the end" if self.keep else "the teardown runs at the end (no --keep)"),
             "",
@@ -259,16 +261,16 @@ class KubePlatform:
             if trial.mesh not in plans:
                 implementation = self.mesh(trial.mesh)
                 plans[trial.mesh] = self.cluster_plan(implementation, topology, run_dir)
-                lines += kp.render_cluster(plans[trial.mesh], reuse=self.reuse)
+                lines += kr.render_cluster(plans[trial.mesh], reuse=self.reuse)
                 if not plans[trial.mesh].nodes:
                     lines += [f"# {kp.ANY_NODE} below: each node that the preflight found labelled", ""]
             plan = plans[trial.mesh]
-            steps = kp.trial_plan(
+            steps = kt.trial_plan(
                 plan, load_config(scenario, trial, plan.target_url), nodes=plan.nodes or (kp.ANY_NODE,)
             )
-            lines += kp.render_trial(number, len(trials), trial, steps, cooldown_s=scenario.cooldown_s)
+            lines += kr.render_trial(number, len(trials), trial, steps, cooldown_s=scenario.cooldown_s)
             if all(later.mesh != trial.mesh for later in trials[number:]):
-                lines += kp.render_end(plan, keep=self.keep)
+                lines += kr.render_end(plan, keep=self.keep)
         return "\n".join(lines).rstrip() + "\n"
 
     # --- running the plan ------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from testbed.errors import TestbedError, UsageError
 from testbed.loadgen.config import LoadConfig
 from testbed.meshes import NOT_LOCAL
 from testbed.meshes.local import LOCAL_MESHES, LocalMesh
-from testbed.plan import load_argv
-from testbed.platforms.local_services import RunningTopology, start_topology
 from testbed.resources import Sampler
-from testbed.topology import Topology
+from testbed.spec.topology import Topology
+from testbed.spec.trials import load_argv
+from testbed.sut.local import RunningTopology, start_topology
 
 #: The services and sidecars run at a lower CPU priority than the load generator: on one shared machine
 #: the generator must send on time (as it would from a node of its own), or every trial is invalid. The

@@ -1,4 +1,4 @@
-"""The demo services of a topology as local processes on 127.0.0.1, one `testbed.service` each.
+"""The demo services of a topology as local processes on 127.0.0.1, one `testbed.sut.service` each.
 
 `start_topology()` gives every service a free port, starts them leaves first, and returns once all
 answer `/healthz`. A mesh layer passes `downstream_url` to send each call through its proxies.
@@ -19,7 +19,7 @@ from types import MappingProxyType, TracebackType
 from testbed import proc
 from testbed.errors import TestbedError
 from testbed.ports import free_ports
-from testbed.topology import Topology
+from testbed.spec.topology import Topology
 
 LOCALHOST = "127.0.0.1"
 #: A Python service imports granian and uvloop in well under a second; this allows for a busy machine.
@@ -123,7 +123,7 @@ def start_topology(
             argv = [
                 sys.executable,
                 "-m",
-                "testbed.service",
+                "testbed.sut.service",
                 "--topology",
                 str(topology.source.resolve()),
                 "--service",

@@ -1,6 +1,6 @@
 """The one demo microservice: does a topology service's work, calls its downstreams, answers its payload.
 
-Run as `python -m testbed.service --topology PATH --service NAME --port P --downstream NAME=URL ...`.
+Run as `python -m testbed.sut.service --topology PATH --service NAME --port P --downstream NAME=URL ...`.
 The downstream URLs come from the command line, not from the topology, because under a mesh they
 point at the sidecar's outbound listener instead of at the downstream itself.
 
@@ -31,7 +31,7 @@ from granian.rsgi import Scope
 from granian.server.embed import Server
 
 from testbed.errors import ConfigError, TestbedError, UsageError
-from testbed.topology import Service, load_topology
+from testbed.spec.topology import Service, load_topology
 
 REQUEST_ID_HEADER = "x-request-id"
 TRACE_HEADER = "x-testbed-trace"
@@ -278,7 +278,7 @@ def _acceptable_request_id(value: str | None) -> bool:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m testbed.service", description="Run one service of a testbed topology."
+        prog="python -m testbed.sut.service", description="Run one service of a testbed topology."
     )
     parser.add_argument("--topology", required=True, help="topology name or path to its TOML file")
     parser.add_argument("--service", required=True, help="which service of the topology to be")

@@ -4,7 +4,7 @@ It answers every request after `--delay-ms` (slept with nanosleep, far more exac
 millisecond timers) and, with `--stall-ms S --stall-every-s E`, holds every request that arrives during
 the first S ms of each E-second period until the stall ends: the server freezes for S/E of the time,
 which is what closed-loop load generators hide (coordinated omission). One thread per connection.
-`python -m testbed.nullserver --port 0` prints `listening on HOST:PORT` once it accepts connections.
+`python -m testbed.sut.nullserver --port 0` prints `listening on HOST:PORT` once it accepts connections.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def serve(host: str, port: int, behaviour: Behaviour) -> _Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.nullserver")
+    parser = argparse.ArgumentParser(prog="python -m testbed.sut.nullserver")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)

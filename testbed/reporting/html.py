@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
-from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
-from testbed.report_text import _context, _ms, _pct, memory_label, resource_notes, trial_order
+from testbed.reporting.text import _context, _ms, _pct, memory_label, resource_notes, trial_order
+from testbed.resources import KERNEL, NODE_OVERHEAD
 
 _COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"]
 _CONFIG = {"displaylogo": False, "responsive": True}

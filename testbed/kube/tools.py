@@ -1,7 +1,7 @@
 """The pinned CLIs (kind, kubectl, helm, istioctl, linkerd, cilium): download, verify, find, check.
 
 Downloads go to `~/.cache/testbed/tools/<name>/<version>/` (or `$TESTBED_TOOLS_DIR`), each checked
-against the sha256 its vendor publishes before anything is kept. `python -m testbed.tools` (or
+against the sha256 its vendor publishes before anything is kept. `python -m testbed.kube.tools` (or
 `nox -s tools`) fills the cache; `tool_path()` finds a CLI there first, then on PATH. Linkerd's digest
 comes from GitHub's API, which gets `$GITHUB_TOKEN` when it is set (and nothing else does).
 """
@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from testbed import __version__, proc
 from testbed.errors import CommandError, TestbedError, UsageError
-from testbed.versions import ARCHES, Tool, Versions, load_versions
+from testbed.spec.versions import ARCHES, Tool, Versions, load_versions
 
 ENV_DIR = "TESTBED_TOOLS_DIR"
 #: A GitHub token, sent to GitHub's API only (the `github-release` checksum lookup): without one, GitHub
@@ -451,7 +451,7 @@ def check_versions(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m testbed.tools",
+        prog="python -m testbed.kube.tools",
         description="Download the pinned CLIs, each verified against its vendor's published sha256.",
     )
     parser.add_argument(
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TestbedError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"testbed.tools: error: {e.message}", file=sys.stderr)
+        print(f"testbed.kube.tools: error: {e.message}", file=sys.stderr)
         return e.return_code
     return 0
 

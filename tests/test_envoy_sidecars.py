@@ -27,16 +27,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from testbed.errors import CommandError, TestbedError, UsageError
-from testbed.meshes.envoy_local import (
+from testbed.meshes.envoy.bootstrap import (
     ClientSidecar,
     Downstream,
-    Pki,
     ServiceSidecar,
-    Sidecar,
     client_sidecar_bootstrap,
-    make_pki,
-    plaintext_refused,
     sidecar_bootstrap,
+)
+from testbed.meshes.envoy.pki import Pki, make_pki
+from testbed.meshes.envoy.sidecar import (
+    Sidecar,
+    plaintext_refused,
     start_sidecar,
     tls_evidence,
     validate_bootstrap,

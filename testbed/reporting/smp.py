@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from testbed.errors import TestbedError
 
-log = logging.getLogger("testbed.smp")
+log = logging.getLogger("testbed.reporting.smp")
 
 SUMMARY_SCHEMA = "testbed.summary/1"
 

@@ -41,8 +41,8 @@ from typing import Literal, TypeVar
 from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.kube import docker as kube_docker
 from testbed.kube.actions import image_tag
-from testbed.tools import host_arch
-from testbed.versions import Versions, load_versions
+from testbed.kube.tools import host_arch
+from testbed.spec.versions import Versions, load_versions
 
 #: Every configuration of the kind platform; `istio-ambient-waypoint` is ambient with the L7 waypoint,
 #: `cilium-plain` is Cilium without encryption (the same images as `cilium`).
@@ -432,10 +432,10 @@ def _check_config(config: str) -> None:
 
 
 def _say(message: str) -> None:
-    print(f"testbed.images: {message}", file=sys.stderr, flush=True)
+    print(f"testbed.kube.images: {message}", file=sys.stderr, flush=True)
 
 
-# --- python -m testbed.images ------------------------------------------------------------------
+# --- python -m testbed.kube.images ------------------------------------------------------------------
 
 
 def parse_configs(value: str) -> tuple[str, ...]:
@@ -452,7 +452,7 @@ def parse_configs(value: str) -> tuple[str, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m testbed.images",
+        prog="python -m testbed.kube.images",
         description="The images each configuration needs (from manifests/versions.toml); pull and save them.",
     )
     parser.add_argument("action", choices=("list", "pull"), help="list them, or pull and save them")
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TestbedError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"testbed.images: error: {e.message}", file=sys.stderr)
+        print(f"testbed.kube.images: error: {e.message}", file=sys.stderr)
         return e.return_code
     return 0
 

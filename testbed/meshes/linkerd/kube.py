@@ -2,7 +2,7 @@
 
 Open-source Linkerd ships edge releases only. The install is the CLI's: the Gateway API CRDs (which
 `linkerd install --crds` requires at this version), Linkerd's CRDs, then the control plane with a trust
-anchor and issuer made here (`testbed.meshes.linkerd_certs`: ECDSA P-256, the CA constraints Linkerd
+anchor and issuer made here (`testbed.meshes.linkerd.certs`: ECDSA P-256, the CA constraints Linkerd
 checks), each `linkerd install | kubectl apply -f -` run as two commands (`Pipe`), no shell. Meshed pods
 always talk mTLS to each other; the app namespace's `config.linkerd.io/proxy-require-identity-inbound-ports`
 (the app port) makes the proxies refuse clients without a mesh identity there too (Linkerd's default,
@@ -39,8 +39,9 @@ from testbed.kube.actions import Action, MakeFiles, MeshContext, Pipe, Step
 from testbed.kube.manifests import SHARED_NODE_SELECTOR
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.kube_resources import namespace_metadata
-from testbed.meshes.linkerd_certs import make_linkerd_pki
-from testbed.versions import Versions
+from testbed.meshes.linkerd import evidence as linkerd_evidence
+from testbed.meshes.linkerd.certs import make_linkerd_pki
+from testbed.spec.versions import Versions
 
 #: The proxies' worker threads (and CPU limit, in cores) and CPU request: as an Istio sidecar's
 #: (istio/istio 1.30.3 istio-discovery values.yaml global.proxy.resources: 100m, 2000m).
@@ -109,7 +110,7 @@ class Linkerd:
     }
 
     def images(self, versions: Versions) -> tuple[str, ...]:
-        from testbed.images import archived  # the Docker client library only when asked
+        from testbed.kube.images import archived  # the Docker client library only when asked
 
         return tuple(image.ref for image in archived(self.config, versions))
 
@@ -135,7 +136,7 @@ class Linkerd:
             ),
             MakeFiles(
                 description="Linkerd's trust anchor and identity issuer (ECDSA P-256; the anchor's key is "
-                "never written), made by testbed.meshes.linkerd_certs",
+                "never written), made by testbed.meshes.linkerd.certs",
                 paths=(ca, issuer_crt, issuer_key),
                 make=functools.partial(make_linkerd_pki, pki),
             ),
@@ -199,14 +200,14 @@ class Linkerd:
             kube_verify.check_step(
                 ctx,
                 CHECK_PROXY,
-                evidence.linkerd_check_argv(ctx.context, ctx.namespace, wait_s=CHECK_PROXY_WAIT_S),
+                linkerd_evidence.linkerd_check_argv(ctx.context, ctx.namespace, wait_s=CHECK_PROXY_WAIT_S),
                 "linkerd-check-proxy.txt",
             ),
             *(
                 kube_verify.check_step(
                     ctx,
                     METRICS.format(caller),
-                    evidence.linkerd_metrics_argv(ctx.context, ctx.namespace, caller),
+                    linkerd_evidence.linkerd_metrics_argv(ctx.context, ctx.namespace, caller),
                     f"linkerd-proxy-metrics-{caller}.txt",
                 )
                 for caller in ctx.callers
@@ -219,10 +220,10 @@ class Linkerd:
         metrics = "".join(outputs.get(METRICS.format(caller), "") for caller in ctx.callers)
         checks = [
             kube_verify.load_check(outputs.get(kube_verify.LOAD, "")),
-            evidence.linkerd_check_proxy(outputs.get(CHECK_PROXY, "")),
-            evidence.linkerd_proxy_tls(metrics, namespace=ctx.namespace),
+            linkerd_evidence.linkerd_check_proxy(outputs.get(CHECK_PROXY, "")),
+            linkerd_evidence.linkerd_proxy_tls(metrics, namespace=ctx.namespace),
             evidence.plaintext_refused(
-                outputs.get(kube_verify.PROBE, ""), refusal_statuses=evidence.LINKERD_REFUSAL_STATUSES
+                outputs.get(kube_verify.PROBE, ""), refusal_statuses=linkerd_evidence.LINKERD_REFUSAL_STATUSES
             ),
             kube_verify.cross_node(outputs, ctx),
         ]

@@ -11,11 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from testbed import analysis
-from testbed.claims import load_claims
-from testbed.claims_check import check
-from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
-from testbed.report_text import (
+from testbed.reporting import analysis
+from testbed.reporting.claims import load_claims
+from testbed.reporting.claims_check import check
+from testbed.reporting.text import (
     _ci_ms,
     _context,
     _ms,
@@ -24,6 +23,7 @@ from testbed.report_text import (
     memory_label,
     resource_notes,
 )
+from testbed.resources import KERNEL, NODE_OVERHEAD
 
 
 def build(run_dir: Path, *, baseline: str = "none", require_baseline: bool = False) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def write_report(
     }
     _atomic_write(paths["summary"], json.dumps(summary, indent=1) + "\n")
     _atomic_write(paths["markdown"], markdown(summary))
-    from testbed.report_html import render
+    from testbed.reporting.html import render
 
     _atomic_write(paths["html"], render(summary))
     return paths

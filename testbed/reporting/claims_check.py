@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from testbed.claims import MESH_EQUIVALENTS, Claim
+from testbed.reporting.claims import MESH_EQUIVALENTS, Claim
 
 _LATENCY = {"added_p50_ms": "p50", "added_p90_ms": "p90", "added_p99_ms": "p99"}
 _PLATFORM_WORDS = {

@@ -276,7 +276,7 @@ def _semver(path: Path, field: str, value: str, *, v: bool) -> re.Match[str]:
 
 
 def _image_pins(path: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
-    """The image repositories and digests the meshes' charts use (read by `testbed.images`)."""
+    """The image repositories and digests the meshes' charts use (read by `testbed.kube.images`)."""
     for field, value in (
         ("istio.hub", tables["istio"]["hub"]),
         ("linkerd.image_registry", tables["linkerd"]["image_registry"]),

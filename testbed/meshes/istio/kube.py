@@ -37,8 +37,9 @@ from testbed.kube import manifests as m
 from testbed.kube.actions import ROLLOUT_TIMEOUT, ROLLOUT_TIMEOUT_S, Action, MeshContext, Step, WriteFile
 from testbed.meshes import evidence, kube_verify
 from testbed.meshes.evidence import Check
+from testbed.meshes.istio import evidence as istio_evidence
 from testbed.meshes.kube_resources import mesh_resources, namespace_metadata
-from testbed.versions import Versions
+from testbed.spec.versions import Versions
 
 #: Envoy worker threads of every Istio proxy (sidecars, waypoints).
 CONCURRENCY = 2
@@ -191,7 +192,7 @@ class IstioSidecar:
     components: Mapping[str, str] = {"istiod": "control-plane"}
 
     def images(self, versions: Versions) -> tuple[str, ...]:
-        from testbed.images import archived  # the Docker client library only when asked
+        from testbed.kube.images import archived  # the Docker client library only when asked
 
         return tuple(image.ref for image in archived(self.config, versions))
 
@@ -205,7 +206,7 @@ class IstioSidecar:
             kube_verify.check_step(
                 ctx,
                 SIDECAR_STATS,
-                evidence.istio_stats_argv(ctx.context, ctx.namespace, PODS_SELECTOR),
+                istio_evidence.istio_stats_argv(ctx.context, ctx.namespace, PODS_SELECTOR),
                 "istio-envoy-stats.txt",
             ),
             kube_verify.probe(ctx),
@@ -215,10 +216,10 @@ class IstioSidecar:
     def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
         checks = [
             kube_verify.load_check(outputs.get(kube_verify.LOAD, "")),
-            evidence.istio_sidecar_mtls(
+            istio_evidence.istio_sidecar_mtls(
                 outputs.get(SIDECAR_STATS, ""), namespace=ctx.namespace, callees=callees_of(ctx)
             ),
-            evidence.envoy_concurrency(outputs.get(SIDECAR_STATS, ""), expected=CONCURRENCY),
+            istio_evidence.envoy_concurrency(outputs.get(SIDECAR_STATS, ""), expected=CONCURRENCY),
             evidence.plaintext_refused(outputs.get(kube_verify.PROBE, "")),
             kube_verify.cross_node(outputs, ctx),
         ]
@@ -259,7 +260,7 @@ class IstioAmbient:
         self.components: Mapping[str, str] = components
 
     def images(self, versions: Versions) -> tuple[str, ...]:
-        from testbed.images import archived  # the Docker client library only when asked
+        from testbed.kube.images import archived  # the Docker client library only when asked
 
         return tuple(image.ref for image in archived(self.config, versions))
 
@@ -363,7 +364,7 @@ class IstioAmbient:
             kube_verify.check_step(
                 ctx,
                 WAYPOINT_STATS,
-                evidence.istio_stats_argv(ctx.context, ctx.namespace, WAYPOINT_SELECTOR),
+                istio_evidence.istio_stats_argv(ctx.context, ctx.namespace, WAYPOINT_SELECTOR),
                 "waypoint-envoy-stats.txt",
             ),
         ]
@@ -373,12 +374,12 @@ class IstioAmbient:
             kube_verify.check_step(
                 ctx,
                 ZTUNNEL_WORKLOADS,
-                evidence.ztunnel_workloads_argv(ctx.context, ctx.namespace),
+                istio_evidence.ztunnel_workloads_argv(ctx.context, ctx.namespace),
                 "ztunnel-workloads.json",
             ),
             # After the load and before the plaintext probe: the load's connections, none of the probe's.
             kube_verify.check_step(
-                ctx, ZTUNNEL_METRICS, evidence.ztunnel_metrics_argv(ctx.context), "ztunnel-metrics.txt"
+                ctx, ZTUNNEL_METRICS, istio_evidence.ztunnel_metrics_argv(ctx.context), "ztunnel-metrics.txt"
             ),
             *(waypoint if self.waypoint else []),
             kube_verify.probe(ctx),
@@ -386,13 +387,13 @@ class IstioAmbient:
         ]
 
     def evidence(self, outputs: Mapping[str, str], ctx: MeshContext) -> dict[str, Any]:
-        hbone = evidence.istio_ambient_hbone(
+        hbone = istio_evidence.istio_ambient_hbone(
             outputs.get(ZTUNNEL_WORKLOADS, ""),
             namespace=ctx.namespace,
             workloads=[*ctx.services, m.LOADGEN_NAME],
         )
         callees = callees_of(ctx)
-        traffic = evidence.ztunnel_mtls(
+        traffic = istio_evidence.ztunnel_mtls(
             outputs.get(ZTUNNEL_METRICS, ""), namespace=ctx.namespace, workloads=callees
         )
         checks = [kube_verify.load_check(outputs.get(kube_verify.LOAD, "")), hbone, traffic]
@@ -400,11 +401,13 @@ class IstioAmbient:
             services = outputs.get(ZTUNNEL_SERVICES, "")
             checks.append(waypoint_in_path(services, namespace=ctx.namespace, services=ctx.services))
             checks.append(
-                evidence.istio_waypoint_mtls(
+                istio_evidence.istio_waypoint_mtls(
                     outputs.get(WAYPOINT_STATS, ""), namespace=ctx.namespace, services=callees
                 )
             )
-            checks.append(evidence.envoy_concurrency(outputs.get(WAYPOINT_STATS, ""), expected=CONCURRENCY))
+            checks.append(
+                istio_evidence.envoy_concurrency(outputs.get(WAYPOINT_STATS, ""), expected=CONCURRENCY)
+            )
         checks += [
             evidence.plaintext_refused(outputs.get(kube_verify.PROBE, "")),
             kube_verify.cross_node(outputs, ctx),

@@ -1,15 +1,15 @@
 """What the Markdown and the HTML report both print: number formats, notes on the figures, the run's context.
 
-A leaf of the reports: `testbed.report` (summary.json, report.md) and `testbed.report_html` import it, and
-it imports neither, so that the two reports share their wording without an import cycle.
+A leaf of the reports: `report` (summary.json, report.md) and `html` import it, and it imports neither,
+so that the two reports share their wording without an import cycle.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from testbed import analysis
-from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
+from testbed.reporting import analysis
+from testbed.resources import KERNEL, NODE_OVERHEAD
 
 #: Platforms whose trials of one mesh run as a block, each mesh on its own cluster: `one_mesh_at_a_time`
 #: of `testbed.platforms.kube.KubePlatform`, which both subclass (`testbed.run._trials`).

@@ -52,8 +52,9 @@ from testbed.errors import UsageError
 from testbed.kube import manifests as m
 from testbed.kube.actions import Action, IfFile, MeshContext, Step, kind_nodes
 from testbed.meshes import evidence, kube_verify
+from testbed.meshes.cilium import evidence as cilium_evidence
 from testbed.meshes.evidence import Check
-from testbed.versions import Versions
+from testbed.spec.versions import Versions
 
 #: `cilium status --wait-duration` (default 5m: defaults/defaults.go StatusWaitDuration): the first
 #: start pulls or unpacks three images on every node.
@@ -85,7 +86,7 @@ COMMON_VALUES = (
 WIREGUARD = ("encryption.enabled=true", "encryption.type=wireguard")
 UNENCRYPTED = ("encryption.enabled=false",)
 #: With the archive loaded: the chart references its images as REPOSITORY:TAG@DIGEST, which containerd does
-#: not match to an image imported by tag (testbed.images); without the digest the preloaded image is used.
+#: not match to an image imported by tag (`testbed.kube.images`); without the digest the preload is used.
 UNPINNED = ("image.useDigest=false", "operator.image.useDigest=false", "envoy.image.useDigest=false")
 
 NODES = "the cluster's nodes: every cilium-agent needs a WireGuard peer for each of the others"
@@ -134,11 +135,11 @@ class Cilium:
     def __init__(self, *, encrypted: bool = True) -> None:
         self.encrypted = encrypted
         self.name = "cilium" if encrypted else "cilium-plain"
-        # Its own configuration: the same images, listed and archived under its name (testbed.images).
+        # Its own configuration: the same images, listed and archived under its name (testbed.kube.images).
         self.config = self.name
 
     def images(self, versions: Versions) -> tuple[str, ...]:
-        from testbed.images import archived  # the Docker client library only when asked
+        from testbed.kube.images import archived  # the Docker client library only when asked
 
         return tuple(image.ref for image in archived(self.config, versions))
 
@@ -188,7 +189,7 @@ class Cilium:
             kube_verify.check_step(
                 ctx,
                 description.format(node=node),
-                evidence.cilium_debuginfo_argv(node),
+                cilium_evidence.cilium_debuginfo_argv(node),
                 f"wireguard-{phase}-{node}.json",
             )
             for node in _nodes(ctx)
@@ -199,7 +200,7 @@ class Cilium:
             return [
                 kube_verify.load(ctx),
                 kube_verify.check_step(
-                    ctx, STATUS_PLAIN, evidence.cilium_status_argv(ctx.context), "cilium-status.txt"
+                    ctx, STATUS_PLAIN, cilium_evidence.cilium_status_argv(ctx.context), "cilium-status.txt"
                 ),
                 kube_verify.pods(ctx),
             ]
@@ -210,7 +211,7 @@ class Cilium:
             # `get nodes -o name`: kubectl v0.35.7 pkg/cmd/get/get_flags.go (the `name` printer).
             kube_verify.check_step(ctx, NODES, (*ctx.kubectl, "get", "nodes", "-o", "name"), "nodes.txt"),
             kube_verify.check_step(
-                ctx, STATUS, evidence.cilium_status_argv(ctx.context), "cilium-status.txt"
+                ctx, STATUS, cilium_evidence.cilium_status_argv(ctx.context), "cilium-status.txt"
             ),
             kube_verify.pods(ctx),
         ]
@@ -219,7 +220,7 @@ class Cilium:
         load = kube_verify.load_check(outputs.get(kube_verify.LOAD, ""))
         cross = kube_verify.cross_node(outputs, ctx)
         if not self.encrypted:
-            checks = [load, evidence.cilium_unencrypted(outputs.get(STATUS_PLAIN, "")), cross]
+            checks = [load, cilium_evidence.cilium_unencrypted(outputs.get(STATUS_PLAIN, "")), cross]
             evidence.require(self.name, checks)
             extra = {"encryption": "none", "kube_proxy_replacement": True, "mutual_auth": False}
             # The checks show Cilium up and unencrypted: nothing here is encrypted, whatever `verify` says.
@@ -227,7 +228,7 @@ class Cilium:
             return evidence.verify(self.name, checks) | plain | extra
         nodes = [line for line in outputs.get(NODES, "").split() if line.startswith("node/")]
         if nodes:
-            wireguard = evidence.cilium_wireguard(outputs.get(STATUS, ""), nodes=len(nodes))
+            wireguard = cilium_evidence.cilium_wireguard(outputs.get(STATUS, ""), nodes=len(nodes))
         else:
             wireguard = Check(
                 name="cilium-wireguard",
@@ -236,7 +237,7 @@ class Cilium:
                 f"counted (see verify/nodes.txt in {ctx.workdir})",
                 data={},
             )
-        transfer = evidence.cilium_wireguard_transfer(
+        transfer = cilium_evidence.cilium_wireguard_transfer(
             {n: outputs.get(WG_BEFORE.format(node=n), "") for n in _nodes(ctx)},
             {n: outputs.get(WG_AFTER.format(node=n), "") for n in _nodes(ctx)},
             pairs=_crossing_pairs(cross),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from testbed.loadgen.config import LoadConfig, ValidityLimits
-from testbed.scenario import Scenario
+from testbed.spec.scenario import Scenario
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import analysis, stats
+from testbed.reporting import analysis, stats
 
 DEFAULT_PERCENTILES = ("p50", "p90", "p99")
 #: Below this many valid trials on either side, percentile-bootstrap intervals are too narrow to gate on

@@ -20,9 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from testbed import __version__, stats
+from testbed import __version__
 from testbed.errors import UsageError
-from testbed.kube.metrics import KERNEL, NODE_OVERHEAD
+from testbed.reporting import stats
+from testbed.resources import KERNEL, NODE_OVERHEAD
 
 SUMMARY_SCHEMA = "testbed.summary/1"
 HISTOGRAM = "service"  # timed on the wire: first request byte out, last response byte in

@@ -1,0 +1,162 @@
+"""The plan of one trial on Kubernetes: the load in the loadgen pod, the resource reads at its marks. No I/O.
+
+The load generator prints a mark on stderr at the measured window's start and end
+(`testbed.loadgen.marks`); at each, the platform reads every container's CPU: on kind the cgroups inside
+every node container, on `existing` every node's kubelet. Flags are checked as in `testbed.kube.cluster`,
+whose docstring names the pins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from testbed.kube import manifests as m
+from testbed.kube import metrics
+from testbed.kube.actions import (
+    Step,
+)
+from testbed.loadgen.config import LoadConfig
+from testbed.spec.trials import load_argv
+
+if TYPE_CHECKING:
+    pass
+from testbed.kube.cluster import ClusterPlan, kubectl, rollout
+
+SCRAPE_TIMEOUT_S = 30.0
+#: What `kubectl exec` adds to a trial's own length (pod lookup, start of Python and Locust, the JSON).
+EXEC_MARGIN_S = 120.0
+#: `testbed load --tail`: the load goes on this long after the measured window, not recorded. The
+#: resources are read only when the window's end mark reaches the platform, a `docker exec` (kind) or a
+#: kubectl call (existing) later, up to about a second; over the tail, that read, like the start read a
+#: moment after the window began, is made under the window's own load, not while it drains, so that each
+#: read's own interval is at the window's steady rate. 2 s: above `metrics.READ_OFFSET_WARNING_S`, beyond
+#: which a read is warned about anyway.
+LOAD_TAIL_S = 2.0
+#: How long the master waits for its workers to connect (`testbed.loadgen.engine.run_master`).
+WORKERS_CONNECT_S = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialPlan:
+    """One trial on a cluster: setup, the load (whose window marks trigger the reads), after it, cleanup."""
+
+    setup: tuple[Step, ...]
+    #: Its stderr is read as it comes: at each window mark (`testbed.loadgen.marks`), the reads below run.
+    load: Step
+    #: At each mark, `existing`: every node's kubelet scraped. Empty on kind, which reads `node_read`.
+    at_marks: tuple[Step, ...]
+    #: At each mark, kind: `docker exec NODE sh -c NODE_READ` in every node container at once.
+    node_containers: tuple[str, ...]
+    node_read: str
+    #: After the load, kind: the pods with their container ids, which name the cgroups read.
+    after: tuple[Step, ...]
+    cleanup: tuple[Step, ...]
+
+
+def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]) -> TrialPlan:
+    """The commands of one trial: the load runs in the loadgen pod, its JSON comes back on stdout.
+
+    The resources are read at the measured window's start and end, when the load generator's marks come
+    on its stderr: on kind, the cgroups inside every node container (`testbed.kube.metrics.NODE_READ`),
+    then the pods' container ids to name them; on `existing`, where the nodes cannot be entered, every
+    node's kubelet (whose figures lag by up to 15 s: `testbed.kube.metrics`).
+    """
+    k = kubectl(cluster.context)
+    ns = cluster.namespace
+    scrapes = tuple(
+        Step(
+            description=f"CPU and memory of every container on {node} (the kubelet's /metrics/resource)",
+            # get --raw: kubectl v0.35.7 pkg/cmd/get/get.go; the API server proxies to the node's kubelet.
+            argv=(*k, "get", "--raw", f"/api/v1/nodes/{node}/proxy/metrics/resource"),
+            timeout_s=SCRAPE_TIMEOUT_S,
+        )
+        for node in nodes
+    )
+    pods = Step(
+        description="every pod with its containers' ids (containerd://ID), which name the cgroups read",
+        # -A (--all-namespaces) and -o json: kubectl v0.35.7 pkg/cmd/get/get.go.
+        argv=(*k, "get", "pods", "-A", "-o", "json"),
+        timeout_s=SCRAPE_TIMEOUT_S,
+    )
+    distributed: tuple[str, ...] = ()
+    setup: tuple[Step, ...] = ()
+    cleanup: tuple[Step, ...] = ()
+    config = dataclasses.replace(config, tail_s=LOAD_TAIL_S)
+    timeout = config.warmup_s + config.duration_s + config.tail_s + config.timeout_s + EXEC_MARGIN_S
+    if cluster.loadgen_workers > 1:
+        assert cluster.workers_manifest is not None
+        # The workers are the engine's processes: the master in the loadgen pod only coordinates.
+        config = dataclasses.replace(config, processes=1)
+        distributed = (
+            "--expect-workers",
+            str(cluster.loadgen_workers),
+            "--master-bind",
+            f"0.0.0.0:{m.DEFAULT_MASTER_PORT}",
+        )
+        timeout += WORKERS_CONNECT_S
+        # A worker exits when its master quits, and its Deployment would restart it with a growing
+        # back-off: fresh workers for every trial, deleted afterwards (testbed.kube.manifests).
+        setup = (
+            Step(
+                description=f"start {cluster.loadgen_workers} load generator workers",
+                argv=(*k, "apply", "-f", str(cluster.workers_manifest)),
+                timeout_s=120.0,
+            ),
+            rollout(k, m.WORKER_NAME, ns),
+        )
+        cleanup = (
+            Step(
+                description="stop the load generator workers",
+                argv=(
+                    *k,
+                    "delete",
+                    "deployment",
+                    m.WORKER_NAME,
+                    "-n",
+                    ns,
+                    # kubectl v0.35.7 pkg/cmd/delete/delete_flags.go.
+                    "--ignore-not-found",
+                    "--timeout",
+                    "60s",
+                ),
+                timeout_s=90.0,
+            ),
+        )
+    load = Step(
+        description=f"the trial: {config.rate:g} rps for {config.warmup_s:g} + {config.duration_s:g} s "
+        f"(+ {config.tail_s:g} s not recorded, under which the end is read) from the loadgen pod; "
+        "the testbed.load/1 JSON comes back on stdout",
+        argv=(
+            *k,
+            "exec",
+            # `exec (POD | TYPE/NAME) [-c CONTAINER] -- COMMAND [args...]`: kubectl v0.35.7
+            # pkg/cmd/exec/exec.go; -c from pkg/cmd/util/helpers.go AddContainerVarFlags (named, because
+            # a mesh may add a sidecar to the pod); -n from cli-runtime config_flags.go (flagNamespace).
+            f"deploy/{m.LOADGEN_NAME}",
+            "-n",
+            ns,
+            "-c",
+            m.LOADGEN_NAME,
+            "--",
+            "testbed",
+            "--quiet",
+            *load_argv(config),
+            *distributed,
+            "--out",
+            "-",
+        ),
+        timeout_s=timeout,
+    )
+    kind = bool(cluster.node_containers)
+    return TrialPlan(
+        setup=setup,
+        load=load,
+        at_marks=() if kind else scrapes,
+        node_containers=cluster.node_containers,
+        node_read=metrics.NODE_READ,
+        after=(pods,) if kind else (),
+        cleanup=cleanup,
+    )
