@@ -35,7 +35,7 @@ from testbed import proc
 from testbed.cli import build_parser
 from testbed.errors import CommandError, TestbedError, UsageError
 from testbed.kube import actions, images
-from testbed.kube import cluster as kp
+from testbed.kube import actions as ka
 from testbed.kube import docker as kube_docker
 from testbed.kube.actions import image_tag
 from testbed.platforms.kind import INOTIFY_MINIMUM
@@ -874,14 +874,14 @@ def copy_context(target: Path) -> Path:
 
 def test_the_image_tag_is_the_version_and_a_hash_of_the_content(tmp_path: Path, versions: Versions) -> None:
     python = versions.python_image
-    tag = kp.image_tag(python)
+    tag = ka.image_tag(python)
     assert re.fullmatch(r"testbed:0\.1\.0-[0-9a-f]{12}", tag)
     copy = copy_context(tmp_path / "copy")
-    assert kp.image_tag(python, copy) == tag  # the same files give the same tag, wherever they are
+    assert ka.image_tag(python, copy) == tag  # the same files give the same tag, wherever they are
     # What .dockerignore leaves out of the build context does not count.
     (copy / "testbed" / "__pycache__").mkdir(exist_ok=True)
     (copy / "testbed" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
-    assert kp.image_tag(python, copy) == tag
+    assert ka.image_tag(python, copy) == tag
     # Everything the image is built from does: code, topologies, the pins, the Dockerfile, the base image.
     seen = {tag}
     for name in (
@@ -891,10 +891,10 @@ def test_the_image_tag_is_the_version_and_a_hash_of_the_content(tmp_path: Path, 
         "Dockerfile",
     ):
         (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
-        seen.add(kp.image_tag(python, copy))
+        seen.add(ka.image_tag(python, copy))
     (copy / "testbed" / "new_module.py").write_text("")
-    seen.add(kp.image_tag(python, copy))
-    seen.add(kp.image_tag(python + "-other", copy))
+    seen.add(ka.image_tag(python, copy))
+    seen.add(ka.image_tag(python + "-other", copy))
     assert len(seen) == 7
 
 

@@ -26,13 +26,18 @@ import yaml
 
 from testbed import cli
 from testbed.errors import CommandError, TestbedError, UsageError
+from testbed.kube import actions as ka
 from testbed.kube import cluster as kp
 from testbed.kube import images, manifests, metrics
+from testbed.kube import trial as kt
 from testbed.meshes import ALL_MESHES, evidence, kube_verify
+from testbed.meshes.cilium import evidence as cilium_evidence
 from testbed.meshes.cilium import kube as kube_cilium
+from testbed.meshes.istio import evidence as istio_evidence
 from testbed.meshes.istio import kube as kube_istio
 from testbed.meshes.kube import KUBE_MESHES, KubeMesh, kube_mesh
 from testbed.meshes.kube_resources import probe_objects
+from testbed.meshes.linkerd import evidence as linkerd_evidence
 from testbed.meshes.linkerd import kube as kube_linkerd
 from testbed.spec.topology import load_topology
 from testbed.spec.versions import load_versions
@@ -134,7 +139,7 @@ ANSWERS: list[tuple[Callable[[str], bool], Callable[[str], str]]] = [
     ),
     (
         lambda c: c.endswith(" get nodes -o name"),
-        lambda c: "".join(f"node/{n}\n" for n in kp.kind_nodes("testbed-cilium")),
+        lambda c: "".join(f"node/{n}\n" for n in ka.kind_nodes("testbed-cilium")),
     ),
     (lambda c: c.startswith("linkerd ") and " install --crds" in c, lambda c: "# Linkerd's CRDs\n"),
     (lambda c: c.startswith("linkerd ") and " install " in c, lambda c: "# Linkerd's control plane\n"),
@@ -294,10 +299,10 @@ def test_the_archive_is_loaded_only_if_present_and_before_the_install(tmp_path: 
         logs_dir=tmp_path,
         archive=archive,
     )
-    steps = [a for a in plan.provision if isinstance(a, kp.Step)]
+    steps = [a for a in plan.provision if isinstance(a, ka.Step)]
     load = next(s for s in steps if "image-archive" in s.argv)
     assert load.argv == ("kind", "load", "image-archive", str(archive), "--name", "testbed-istio")
-    assert load.only_if == kp.IfFile(archive) and not load.only_if.holds()
+    assert load.only_if == ka.IfFile(archive) and not load.only_if.holds()
     install = next(s for s in steps if "install" in s.argv)
     assert steps.index(load) < steps.index(install)
     # `none` loads no archive, whatever it is given.
@@ -309,7 +314,7 @@ def test_the_archive_is_loaded_only_if_present_and_before_the_install(tmp_path: 
         logs_dir=tmp_path,
         archive=archive,
     )
-    assert not any("image-archive" in a.argv for a in none.provision if isinstance(a, kp.Step))
+    assert not any("image-archive" in a.argv for a in none.provision if isinstance(a, ka.Step))
 
 
 # --- every flag, with the file it was read in --------------------------------------------------------
@@ -402,11 +407,11 @@ def flags(argv: Sequence[str]) -> Iterator[tuple[str, str, str]]:
             yield program, subcommand, word
 
 
-def commands(actions: Sequence[kp.Action]) -> Iterator[kp.Step]:
+def commands(actions: Sequence[ka.Action]) -> Iterator[ka.Step]:
     for action in actions:
-        if isinstance(action, kp.Step):
+        if isinstance(action, ka.Step):
             yield action
-        elif isinstance(action, kp.Pipe):
+        elif isinstance(action, ka.Pipe):
             yield from (action.producer, action.consumer)
 
 
@@ -426,7 +431,10 @@ def mesh_plans(tmp_path: Path) -> Iterator[tuple[KubeMesh, kp.ClusterPlan]]:
 def test_every_flag_of_the_meshes_is_cited(tmp_path: Path) -> None:
     sources = "\n".join(
         inspect.getsource(module)
-        for module in (kube_istio, kube_linkerd, kube_cilium, kube_verify, evidence, kp)
+        for module in (
+            *(kube_istio, kube_linkerd, kube_cilium, kube_verify, evidence, kp, kt),
+            *(istio_evidence, linkerd_evidence, cilium_evidence),
+        )
     )
     used = set()
     for mesh, plan in mesh_plans(tmp_path):
@@ -448,7 +456,7 @@ def test_every_flag_of_the_meshes_is_cited(tmp_path: Path) -> None:
 
 def written(plan: kp.ClusterPlan, name: str) -> list[dict[str, Any]]:
     text = next(
-        a.text for a in (*plan.provision, *plan.verify) if isinstance(a, kp.WriteFile) and a.path.name == name
+        a.text for a in (*plan.provision, *plan.verify) if isinstance(a, ka.WriteFile) and a.path.name == name
     )
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
@@ -502,7 +510,7 @@ def test_the_istio_operator_pins_placement_threads_and_ztunnels_log(tmp_path: Pa
     text = next(
         a.text
         for a in plans["istio-ambient"].provision
-        if isinstance(a, kp.WriteFile) and a.path.name == "istio-operator.yaml"
+        if isinstance(a, ka.WriteFile) and a.path.name == "istio-operator.yaml"
     )
     assert "&" not in text and "*" not in text  # no YAML anchors: the same selector written twice
 
@@ -715,7 +723,7 @@ def test_cilium_without_kinds_cni_and_with_or_without_the_archive(
     # Each node's agent read before and after the load; every crossing pair carried it through WireGuard.
     reads = [i for i, c in enumerate(fake.commands()) if "/v1/debuginfo" in c]
     load = fake.index(" --rate 20 ")
-    nodes = kp.kind_nodes("testbed-cilium")
+    nodes = ka.kind_nodes("testbed-cilium")
     assert len(reads) == 2 * len(nodes) and max(reads[: len(nodes)]) < load < min(reads[len(nodes) :])
     transfer = found["checks"][-1]
     assert transfer["passed"] and [p["nodes"] for p in transfer["data"]["pairs"]] == [

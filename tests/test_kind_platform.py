@@ -26,6 +26,7 @@ import yaml
 
 from testbed import cli, proc
 from testbed.errors import CommandError, UsageError
+from testbed.kube import actions as ka
 from testbed.kube import cluster as kp
 from testbed.kube import docker, metrics, tools
 from testbed.kube import trial as kt
@@ -48,7 +49,7 @@ METRICS = (FIXTURES / "kubelet-metrics-resource.txt").read_text()
 LOAD_RESULT = (FIXTURES / "kind-load-result.json").read_text()
 
 CLUSTER = "testbed-none"
-NODES = kp.kind_nodes(CLUSTER)
+NODES = ka.kind_nodes(CLUSTER)
 FORBIDDEN = {"kind", "kubectl", "docker", "helm", "istioctl", "linkerd", "cilium"}
 
 SCENARIO = """
@@ -276,8 +277,8 @@ def run_json(tmp_path: Path) -> dict[str, Any]:
 # --- --dry-run ---------------------------------------------------------------------------------------
 
 
-#: The testbed image's tag changes with every source edit (`kp.image_tag`): the golden plans show this.
-IMAGE = kp.image_tag(load_versions().python_image)
+#: The testbed image's tag changes with every source edit (`ka.image_tag`): the golden plans show this.
+IMAGE = ka.image_tag(load_versions().python_image)
 GOLDEN_IMAGE = "testbed:0.1.0-<content hash>"
 
 
@@ -328,11 +329,11 @@ def test_the_manifests_in_the_plan_are_the_ones_applied(tmp_path: Path) -> None:
         workdir=tmp_path / "work",
         logs_dir=tmp_path / "logs",
     )
-    written = {a.path: a.text for a in (*plan.create, *plan.provision) if isinstance(a, kp.WriteFile)}
+    written = {a.path: a.text for a in (*plan.create, *plan.provision) if isinstance(a, ka.WriteFile)}
     manifests = written[tmp_path / "work" / "manifests.yaml"]
     kinds = [doc["kind"] for doc in yaml.safe_load_all(manifests)]
     assert kinds[0] == "Namespace" and kinds.count("Deployment") == len(topology.services) + 1
-    applied = [a.argv for a in plan.provision if isinstance(a, kp.Step) and "apply" in a.argv]
+    applied = [a.argv for a in plan.provision if isinstance(a, ka.Step) and "apply" in a.argv]
     assert applied == [
         (
             "kubectl",
@@ -343,7 +344,7 @@ def test_the_manifests_in_the_plan_are_the_ones_applied(tmp_path: Path) -> None:
             str(tmp_path / "work" / "manifests.yaml"),
         )
     ]
-    rollouts = [a.argv[5] for a in plan.provision if isinstance(a, kp.Step) and "rollout" in a.argv]
+    rollouts = [a.argv[5] for a in plan.provision if isinstance(a, ka.Step) and "rollout" in a.argv]
     assert rollouts == [f"deploy/{s.name}" for s in topology.startup_order()] + ["deploy/loadgen"]
     # kind names workers in config order (apps-a, apps-b, loadgen): namer.go at kind v0.32.0.
     assert plan.nodes == (
@@ -374,7 +375,7 @@ def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Pa
     assert trial.load.timeout_s == 5 + 30 + kt.LOAD_TAIL_S + 10 + kt.EXEC_MARGIN_S + kt.WORKERS_CONNECT_S
     assert load[load.index("--tail") + 1] == f"{kt.LOAD_TAIL_S:g}"  # the load goes on under the end's read
     workers = next(
-        a for a in plan.provision if isinstance(a, kp.WriteFile) and a.path == plan.workers_manifest
+        a for a in plan.provision if isinstance(a, ka.WriteFile) and a.path == plan.workers_manifest
     )
     deployment = next(d for d in yaml.safe_load_all(workers.text) if d["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 3

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from testbed.errors import ConfigError, UsageError
-from testbed.kube import cluster as kp
+from testbed.kube import actions as ka
 from testbed.kube import kindconfig
 from testbed.kube.manifests import (
     APP_PORT,
@@ -430,7 +430,7 @@ def test_three_workers_two_for_the_apps_one_for_the_load_generator(mesh: str) ->
     pool = [i for i, n in enumerate(nodes) if SHARED_NODE_SELECTOR.items() <= n.get("labels", {}).items()]
     assert pool == [1, 2]
     # The plan scrapes and lists one node container per configured node, named as kind names them.
-    assert kp.kind_nodes("testbed") == (
+    assert ka.kind_nodes("testbed") == (
         "testbed-control-plane",
         "testbed-worker",
         "testbed-worker2",
