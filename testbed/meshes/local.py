@@ -6,6 +6,7 @@ then starts its data plane around the running apps (`start`), returning where th
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +49,9 @@ class LocalMesh(Protocol):
 
     def pids(self) -> list[int]: ...
 
+    def processes(self) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+        """The data plane's processes and logs, by a name for messages (watched during a trial)."""
+
     def evidence(self) -> dict[str, Any]: ...
 
     def versions(self) -> dict[str, str]: ...
@@ -71,6 +75,9 @@ class NoMesh:
 
     def pids(self) -> list[int]:
         return []
+
+    def processes(self) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+        return {}
 
     def evidence(self) -> dict[str, Any]:
         return {"mesh": "none", "encrypted": False}
@@ -149,6 +156,9 @@ class EnvoySidecars:
 
     def pids(self) -> list[int]:
         return [s.pid for s in self.sidecars]
+
+    def processes(self) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+        return {f"sidecar {s.name.removeprefix('sidecar-')}": (s.process, s.log_path) for s in self.sidecars}
 
     def evidence(self) -> dict[str, Any]:
         """mTLS at work: handshakes on every sidecar, and every inbound listener refusing plaintext."""

@@ -19,7 +19,7 @@ istio.deps at 1.30.3, src/config.rs parse_proxy_config), but the ztunnel chart m
 sets no PROXY_CONFIG (manifests/charts/ztunnel/templates/daemonset.yaml), so it runs its own default of 2
 (DEFAULT_WORKER_THREADS). The install sets ztunnel's own variable ZTUNNEL_WORKER_THREADS to 2
 (`ZTUNNEL_WORKER_THREADS`), so that the number is ours, not a default's. Linkerd's proxies get 2
-threads as well (`kube_linkerd`).
+threads as well (`testbed.meshes.linkerd.kube`).
 
 Placement: istiod and the waypoint run on the app workers, never on the load generator's node
 (`testbed.kube.manifests.SHARED_NODE_SELECTOR`); ztunnel and istio-cni are DaemonSets, one per node.
