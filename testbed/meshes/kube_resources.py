@@ -19,7 +19,7 @@ and `pilot.traceSampling: 100`):
 - mTLS is PERMISSIVE until `peer_authentication()` makes it STRICT.
 
 The ambient waypoint variant needs nothing here: `istioctl waypoint apply` creates the Gateway, and
-`testbed.meshes.istio.kube` labels the namespace `istio.io/use-waypoint` once the waypoint's Deployment is rolled out.
+`istio/kube.py` labels the namespace `istio.io/use-waypoint` once the waypoint's Deployment is rolled out.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The verification steps every mesh on Kubernetes shares: a short load, the plaintext probe, pod placement.
 
-A mesh's `verify_steps` puts these around its own (`testbed.meshes.istio.kube`, `linkerd.kube`, `cilium.kube`); its
+A mesh's `verify_steps` puts these around its own (`istio/kube.py`, `linkerd/`, `cilium/`); its
 `evidence` reads their output with `testbed.meshes.evidence`. Every check step keeps what it printed in
 `work/<mesh>/verify/`, and a non-zero exit of a check is judged by the check, not raised
 (`Step.may_fail`): the run stops with the check's own explanation (`evidence.require`).
