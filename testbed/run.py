@@ -14,19 +14,27 @@ import platform as host_platform
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from testbed import __version__
-from testbed.errors import Interrupted, TestbedError
+from testbed import __version__, proc
+from testbed.errors import Interrupted, TestbedError, TrialFailed
 from testbed.loadgen.result import verdict
 from testbed.platforms import Platform
+from testbed.progress import Progress
 from testbed.spec.scenario import Scenario
 from testbed.spec.topology import Topology
 from testbed.spec.trials import Trial, load_config, plan_trials
 
 RUN_SCHEMA = "testbed.run/1"
+FAILED_SCHEMA = "testbed.failed-trial/1"
+#: run.json `status` of a run that went to its end but with failed or skipped trials.
+COMPLETE_WITH_FAILURES = "complete-with-failures"
+#: The exit code of a run that ended `complete-with-failures` (0: complete; 1: error; 2: usage; 130: Ctrl-C).
+EXIT_WITH_FAILURES = 3
+#: A mesh's remaining trials are skipped after this many consecutive failed trials (`--max-failures`).
+DEFAULT_MAX_FAILURES = 2
 
 
 @runtime_checkable
@@ -59,6 +67,7 @@ class RunOptions:
     topology: Topology
     out: Path
     run_id: str | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES
 
 
 def _now() -> str:
@@ -92,53 +101,38 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def execute(options: RunOptions) -> Path:
     """Run every planned trial; return the run directory."""
-    from testbed.loadgen.engine_version import locust_version
-
-    platform, scenario, topology = options.platform, options.scenario, options.topology
+    platform = options.platform
     platform.check_meshes(options.meshes)
     trials = _trials(options)
     run_id = _run_id(options)
     run_dir = options.out / run_id
     if run_dir.exists():
         raise TestbedError(f"{run_dir} exists already: choose another --run-id or --out")
-    meta: dict[str, Any] = {
-        "schema": RUN_SCHEMA,
-        "run_id": run_id,
-        "platform": platform.name,
-        "meshes": list(options.meshes),
-        "baseline": "none" if "none" in options.meshes else None,
-        "scenario": {k: v for k, v in vars(scenario).items() if k != "source"}
-        | {"rates": list(scenario.rates)},
-        "topology": {
-            "name": topology.name,
-            "entry": topology.entry,
-            "services": list(topology.names),
-            "calls": {s.name: list(s.calls) for s in topology.services},
-            "calls_per_request": topology.calls_per_request,
-            "critical_hops": topology.critical_hops,
-        },
-        "host": host_facts(),
-        "versions": {"testbed": __version__, "locust": locust_version()} | platform.versions(options.meshes),
-        "planned_trials": len(trials),
-        "finished_trials": 0,
-        "status": "running",
-        "started_at": _now(),
-        "ended_at": None,
-    }
+    meta = _meta(options, run_id, len(trials))
     _write_json(run_dir / "run.json", meta)
     print(f"run {run_id}: {len(trials)} trials -> {run_dir}", flush=True)
     session = platform.session(run_dir) if isinstance(platform, KeepsClusters) else contextlib.nullcontext()
+    commands = proc.log_commands_to(run_dir / "work" / "commands.log")
+    progress = Progress(len(trials), live=False if proc.QUIET else None)
     try:
         last = {trial.mesh: number for number, trial in enumerate(trials, 1)}
-        with session:
+        tally = _Tally()
+        with commands, session, progress:
             for number, trial in enumerate(trials, 1):
-                result = run_trial(options, trial, run_dir)
+                _one_trial(
+                    options,
+                    trial,
+                    (number, len(trials)),
+                    run_dir=run_dir,
+                    meta=meta,
+                    progress=progress,
+                    tally=tally,
+                )
                 meta["finished_trials"] = number
                 _write_json(run_dir / "run.json", meta)
-                print(_one_line(number, len(trials), trial, result), flush=True)
                 if last[trial.mesh] == number and isinstance(platform, KeepsClusters):
                     platform.release(trial.mesh)
-        meta["status"] = "complete"
+        meta["status"] = COMPLETE_WITH_FAILURES if meta["failures"] else "complete"
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         raise Interrupted(
@@ -156,6 +150,39 @@ def execute(options: RunOptions) -> Path:
         meta["ended_at"] = _now()
         _write_json(run_dir / "run.json", meta)
     return run_dir
+
+
+def _meta(options: RunOptions, run_id: str, planned: int) -> dict[str, Any]:
+    """run.json as it starts: what runs, where, with which versions."""
+    from testbed.loadgen.engine_version import locust_version
+
+    platform, scenario, topology = options.platform, options.scenario, options.topology
+    return {
+        "schema": RUN_SCHEMA,
+        "run_id": run_id,
+        "platform": platform.name,
+        "meshes": list(options.meshes),
+        "baseline": "none" if "none" in options.meshes else None,
+        "scenario": {k: v for k, v in vars(scenario).items() if k != "source"}
+        | {"rates": list(scenario.rates)},
+        "topology": {
+            "name": topology.name,
+            "entry": topology.entry,
+            "services": list(topology.names),
+            "calls": {s.name: list(s.calls) for s in topology.services},
+            "calls_per_request": topology.calls_per_request,
+            "critical_hops": topology.critical_hops,
+        },
+        "host": host_facts(),
+        "versions": {"testbed": __version__, "locust": locust_version()} | platform.versions(options.meshes),
+        "planned_trials": planned,
+        "finished_trials": 0,
+        #: Every failed or skipped trial with its cause (`failed.json` beside a failed trial's files).
+        "failures": [],
+        "status": "running",
+        "started_at": _now(),
+        "ended_at": None,
+    }
 
 
 def _report_hint(meta: dict[str, Any], run_dir: Path) -> str:
@@ -204,6 +231,68 @@ def run_trial(options: RunOptions, trial: Trial, run_dir: Path) -> dict[str, Any
     result |= {"mesh": trial.mesh, "trial": trial.index, "platform": options.platform.name}
     _write_json(trial_dir / "result.json", result)
     return result
+
+
+@dataclass
+class _Tally:
+    """Failed trials in a row per mesh, and the meshes whose remaining trials are skipped (and why)."""
+
+    in_a_row: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _one_trial(
+    options: RunOptions,
+    trial: Trial,
+    position: tuple[int, int],
+    *,
+    run_dir: Path,
+    meta: dict[str, Any],
+    progress: Progress,
+    tally: _Tally,
+) -> None:
+    """Run one trial, or skip it; a failed one is recorded (failed.json, run.json) and the run goes on."""
+    number, total = position
+    if trial.mesh in tally.skipped:
+        meta["failures"].append(_failure(trial, "skipped", tally.skipped[trial.mesh]))
+        progress.finish_trial(_skipped_line(number, total, trial, tally.skipped[trial.mesh]))
+    else:
+        progress.start_trial(number, trial.mesh, trial.rate, trial.index)
+        try:
+            result = run_trial(options, trial, run_dir)
+            tally.in_a_row[trial.mesh] = 0
+            progress.finish_trial(_one_line(number, total, trial, result))
+        except TrialFailed as e:
+            _write_failed(options, trial, run_dir, e)
+            meta["failures"].append(_failure(trial, "failed", e.message))
+            progress.finish_trial(_failed_line(number, total, trial, e.message))
+            tally.in_a_row[trial.mesh] = tally.in_a_row.get(trial.mesh, 0) + 1
+            if tally.in_a_row[trial.mesh] >= options.max_failures:
+                tally.skipped[trial.mesh] = (
+                    f"{tally.in_a_row[trial.mesh]} consecutive failed trials of {trial.mesh} "
+                    f"(--max-failures {options.max_failures}); the last: {e.message}"
+                )
+
+
+def _failure(trial: Trial, status: str, cause: str) -> dict[str, Any]:
+    where = {"path": str(trial.path), "mesh": trial.mesh, "rate": trial.rate, "trial": trial.index}
+    return where | {"status": status, "cause": cause}
+
+
+def _write_failed(options: RunOptions, trial: Trial, run_dir: Path, error: TrialFailed) -> None:
+    """failed.json beside the trial's files: the cause and what was measured before it (never result.json,
+    so that no report ever counts a spoiled trial)."""
+    record = {"schema": FAILED_SCHEMA, "mesh": trial.mesh, "rate": trial.rate, "trial": trial.index}
+    record |= {"platform": options.platform.name, "status": "failed", "cause": error.message}
+    _write_json(run_dir / trial.path / "failed.json", record | error.failure)
+
+
+def _failed_line(number: int, total: int, trial: Trial, cause: str) -> str:
+    return f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: FAILED: {cause}"
+
+
+def _skipped_line(number: int, total: int, trial: Trial, why: str) -> str:
+    return f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: skipped: {why}"
 
 
 def _one_line(number: int, total: int, trial: Trial, result: dict[str, Any]) -> str:

@@ -249,15 +249,40 @@ def test_a_docker_call_that_outlives_its_timeout_is_stopped_and_named(base_image
     assert 1.5 <= elapsed < 1.5 + docker.KILL_AFTER_S + 5
 
 
-def test_each_call_echoes_its_docker_command_unless_quiet(
+def test_each_call_echoes_its_docker_command_with_verbose(
     base_image: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(proc, "ECHO", True)
+    monkeypatch.setattr(proc, "ECHO", True)  # what `testbed --verbose` sets
     assert docker.image_exists(base_image)
     assert capfd.readouterr().err == f"+ docker image inspect {base_image}\n"
     monkeypatch.setattr(proc, "ECHO", False)
     assert docker.image_exists(base_image)
     assert capfd.readouterr().err == ""
+
+
+def test_each_call_is_in_the_command_log_with_its_exit_code(base_image: str, tmp_path: Path) -> None:
+    log = tmp_path / "commands.log"
+    absent = unique("testbed-test-absent")
+    with proc.log_commands_to(log), running(base_image) as first, running(base_image) as second:
+        assert docker.image_exists(base_image)
+        docker.run_in_nodes([first, second], "true")  # in two threads at once: each line names its node
+        with pytest.raises(CommandError) as missing:
+            docker.run_in_nodes([absent], "true")
+        with pytest.raises(CommandError) as hung:
+            docker.run_in_nodes([first], "sleep 60", timeout=1.5)
+    lines = [line.split(" | ", 3) for line in log.read_text().splitlines()]
+    calls = {command: (outcome, took) for _, outcome, took, command in lines}
+    assert calls[f"docker image inspect {base_image}"][0] == "exit 0"
+    assert calls[f"docker exec {first} sh -c true"][0] == "exit 0"
+    assert calls[f"docker exec {second} sh -c true"][0] == "exit 0"
+    assert missing.value.exit_code not in (0, None)
+    assert calls[f"docker exec {absent} sh -c true"][0] == f"exit {missing.value.exit_code}"
+    outcome, took = calls[f"docker exec {first} sh -c 'sleep 60'"]
+    assert hung.value.exit_code is None and outcome == "exit None: timed out after 1.5 s"
+    assert 1.5 <= float(took.removesuffix(" s")) < 1.5 + docker.KILL_AFTER_S + 5
+    # The containers' own `docker run` and `docker rm`, through testbed.proc, are there too.
+    assert sum(command.startswith(("docker run ", "docker rm ")) for *_, command in lines) == 4
+    assert len(lines) == 4 + 5
 
 
 # --- the cgroups of a kind node, read at a window's edge (issue 10, item 7) -----------------------------

@@ -4,7 +4,9 @@ Every call goes through python-on-whales, which drives the same `docker` CLI a u
 CLI's context, config and credential helpers apply) and gives typed calls (`docker.image.exists`,
 `docker.container.execute`, ...) instead of hand-built argv, with failures as `DockerException`s that
 keep the command, its exit code and its output. These are turned into `CommandError`s, like the ones
-`testbed.proc.run` raises, and each call prints `+ docker ...` to stderr when `proc.ECHO` is set.
+`testbed.proc.run` raises; each call prints `+ docker ...` to stderr when `proc.ECHO` is set (`--verbose`)
+and is written to the command log (`testbed.proc.log_commands_to`) as the command `echo()` named, with
+its exit code and duration, when `call()` ends.
 
 python-on-whales' `run()` calls `subprocess.run` without a timeout, so each call here gets its own
 `DockerClient` whose `client_call` is `timeout --kill-after=5 SECONDS docker`: coreutils' `timeout`
@@ -32,6 +34,7 @@ import concurrent.futures
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -230,13 +233,23 @@ _PREFIX_WORDS = 3
 
 
 def call(timeout: float, fn: Callable[[DockerClient], T]) -> T:
-    """`fn` with a fresh timed client; a `DockerException` becomes a one-line `CommandError`."""
-    docker = _client(timeout)
-    started = time.monotonic()
-    try:
-        return fn(docker)
-    except DockerException as e:
-        raise _command_error(e, timeout, time.monotonic() - started) from None
+    """`fn` with a fresh timed client, logged; a `DockerException` becomes a one-line `CommandError`."""
+    with proc.Logged(["docker"], timeout) as logged:
+        try:
+            docker = _client(timeout)
+            try:
+                result = fn(docker)
+            except DockerException as e:
+                error = _command_error(e, timeout, time.monotonic() - logged.started)
+                logged.argv, logged.exit_code = error.argv, error.exit_code
+                logged.timed_out = error.exit_code is None
+                raise error from None
+            logged.exit_code = 0
+            return result
+        finally:
+            # The command `echo()` printed for this call (inside `fn` for a build), the same in the log.
+            logged.argv = getattr(_echoed, "argv", None) or logged.argv
+            _echoed.argv = None
 
 
 def _buildx_installed(docker: DockerClient) -> bool:
@@ -271,7 +284,12 @@ def _command_error(e: DockerException, timeout: float, elapsed: float) -> Comman
     )
 
 
+#: The last command `echo()` printed, per thread (`run_in_nodes` calls from several): `call()` logs it.
+_echoed = threading.local()
+
+
 def echo(*args: str) -> None:
-    """`+ docker ...` on stderr, as `testbed.proc.run` prints its commands (off with `--quiet`)."""
+    """`+ docker ...` on stderr, as `testbed.proc.run` prints its commands (only with `--verbose`)."""
+    _echoed.argv = ["docker", *args]
     if proc.ECHO:
         print("+ " + shlex.join(["docker", *args]), file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,12 @@ import pandas as pd
 
 from testbed import __version__
 from testbed.errors import UsageError
+from testbed.loadgen.result import SCHEMA as RESULT_SCHEMA
 from testbed.reporting import stats
 from testbed.resources import KERNEL, NODE_OVERHEAD
 
+#: Still /1 with `skipped_results` added: a new field is backward-compatible (readers ignore what they do
+#: not know, and a summary without it reads as nothing skipped); a field changed or removed bumps it.
 SUMMARY_SCHEMA = "testbed.summary/1"
 HISTOGRAM = "service"  # timed on the wire: first request byte out, last response byte in
 GATED = ("p50", "p90", "p99", "p999")  # percentiles that get intervals and overheads
@@ -53,6 +57,14 @@ QUOTED_WARNINGS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
+class Skipped:
+    """A trial's result.json that could not be used, and why; its path is relative to the run directory."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Run:
     """A run directory read back: run.json, one row per trial, and each trial's histogram counts."""
 
@@ -61,10 +73,16 @@ class Run:
     trials: pd.DataFrame
     counts: dict[str, stats.Counts]  # trial path -> counts of its `service` histogram
     intended: dict[str, stats.Counts]  # trial path -> counts of its `intended` histogram
+    skipped: tuple[Skipped, ...] = ()  # damaged result files, left out of every figure
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, as `testbed.platforms.kube.warn` prints them (shown with --quiet too)."""
+    print(f"testbed: warning: {message}", file=sys.stderr, flush=True)
 
 
 def load_run(run_dir: Path) -> Run:
-    """run.json and every trial's result.json under it."""
+    """run.json and every trial's result.json under it; a damaged result is skipped (warned), not changed."""
     meta_path = run_dir / "run.json"
     if not meta_path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no run.json): give results/<run-id>")
@@ -72,22 +90,107 @@ def load_run(run_dir: Path) -> Run:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise UsageError(f"{meta_path} is not valid JSON ({e}): was the run written by testbed?") from e
-    if not str(meta.get("schema", "")).startswith("testbed.run/"):
-        raise UsageError(f"{meta_path} is not a testbed run record (schema {meta.get('schema')!r})")
+    if not isinstance(meta, dict) or not str(meta.get("schema", "")).startswith("testbed.run/"):
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        raise UsageError(f"{meta_path} is not a testbed run record (schema {schema!r})")
     rows: list[dict[str, Any]] = []
     counts: dict[str, stats.Counts] = {}
     intended: dict[str, stats.Counts] = {}
+    skipped: list[Skipped] = []
     for path in sorted(run_dir.glob("*/*/trial-*/result.json")):
+        key = path.parent.relative_to(run_dir).as_posix()
         try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path} is not valid JSON ({e}): remove the damaged trial and retry") from e
-        key = str(path.parent.relative_to(run_dir))
-        rows.append(_trial_row(key, result))
-        counts[key] = stats.counts(result["hdr"][HISTOGRAM])
-        intended[key] = stats.counts(result["hdr"]["intended"])
+            row, counts[key], intended[key] = _read_trial(path, key)
+        except _DamagedError as e:
+            # Left out, never removed: the file is the evidence of what went wrong.
+            reason = " ".join(str(e).split())  # one warning line, whatever a decoder's message holds
+            skipped.append(Skipped(path=path.relative_to(run_dir).as_posix(), reason=reason))
+            continue
+        rows.append(row)
+    if skipped and not rows:
+        first = skipped[0]
+        raise UsageError(
+            f"{run_dir}: none of its {len(skipped)} trial results is readable "
+            f"(first: {first.path}: {first.reason}); nothing to report"
+        )
+    for s in skipped:
+        warn(f"skipped {run_dir / s.path}: {s.reason}")
     trials = pd.DataFrame(rows, columns=_COLUMNS if not rows else None)
-    return Run(path=run_dir, meta=meta, trials=trials, counts=counts, intended=intended)
+    return Run(
+        path=run_dir, meta=meta, trials=trials, counts=counts, intended=intended, skipped=tuple(skipped)
+    )
+
+
+class _DamagedError(Exception):
+    """A trial's result.json cannot be used; the message says why."""
+
+
+_NUMBER_TYPES = (int, float)
+#: What the analysis reads of every result (`_trial_row` and the histograms), with the JSON type it needs.
+_REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("mesh", str),
+    ("rate", _NUMBER_TYPES),
+    ("valid", bool),
+    ("requests", int),
+    ("errors", int),
+    ("achieved_rate", _NUMBER_TYPES),
+    ("duration_s", _NUMBER_TYPES),
+    *((f"latency_us.{HISTOGRAM}.{name}", _NUMBER_TYPES) for name in stats.PERCENTILES),
+    ("latency_us.lateness.p99", _NUMBER_TYPES),
+    ("latency_us.intended.p99", _NUMBER_TYPES),
+    ("loadgen.cpu_percent", _NUMBER_TYPES),
+    (f"hdr.{HISTOGRAM}", str),
+    ("hdr.intended", str),
+)
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _problems(result: dict[str, Any]) -> str | None:
+    """Why a parsed result.json is not a `testbed.load/1` result the analysis can read, or None."""
+    if result.get("schema") != RESULT_SCHEMA:
+        if "schema" not in result:
+            return f"no schema (expected {RESULT_SCHEMA!r})"
+        return f"schema is {result['schema']!r}, not {RESULT_SCHEMA!r}"
+    missing, wrong = [], []
+    for dotted, kind in _REQUIRED:
+        value: Any = result
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            missing.append(dotted)
+        elif not isinstance(value, kind):
+            wrong.append(f"{dotted} is a JSON {_json_type(value)}")
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    return f"wrong type: {'; '.join(wrong)}" if wrong else None
+
+
+def _read_trial(path: Path, key: str) -> tuple[dict[str, Any], stats.Counts, stats.Counts]:
+    """A trial's row and the counts of its service and intended histograms; `_DamagedError` if unusable."""
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise _DamagedError(f"not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise _DamagedError(f"cannot be read ({e})") from e
+    if not isinstance(result, dict):
+        raise _DamagedError(f"not a JSON object (a JSON {_json_type(result)})")
+    problem = _problems(result)
+    if problem:
+        raise _DamagedError(problem)
+    try:
+        row = _trial_row(key, result)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # in the optional `resources`
+        raise _DamagedError(f"unreadable field ({type(e).__name__}: {e})") from e
+    try:
+        return row, stats.counts(result["hdr"][HISTOGRAM]), stats.counts(result["hdr"]["intended"])
+    # hdrh raises bare Exception subclasses (hdrh/codec.py) besides binascii's ValueError and zlib.error.
+    except Exception as e:
+        raise _DamagedError(f"a histogram cannot be decoded ({type(e).__name__}: {e})") from e
 
 
 _COLUMNS = ["path", "mesh", "rate", "trial", "valid", "reasons", "requests", "errors", "achieved_rate"]
@@ -289,14 +392,26 @@ def _overhead(cell: dict[str, Any], base: dict[str, Any], new: Any, old: Any) ->
     cell["resource_overhead"] = cost
 
 
-def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.DataFrame) -> list[str]:
-    out: list[str] = []
+def _status_warning(meta: dict[str, Any]) -> list[str]:
+    """How the run ended, when it did not simply complete."""
+    failures = [f for f in meta.get("failures") or [] if isinstance(f, dict)]
+    if meta.get("status") == "complete-with-failures":
+        failed = sum(1 for f in failures if f.get("status") == "failed")
+        return [
+            f"the run is complete with failures: {failed} trial(s) failed and {len(failures) - failed} were "
+            "skipped (listed under Failed and skipped trials); every figure leaves them out"
+        ]
     if meta.get("status") != "complete":
-        out.append(
+        return [
             f"the run is {meta.get('status')}: {meta.get('finished_trials')} of "
             f"{meta.get('planned_trials')} planned trials finished"
             + (f" ({meta['error']})" if meta.get("error") else "")
-        )
+        ]
+    return []
+
+
+def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.DataFrame) -> list[str]:
+    out = _status_warning(meta)
     invalid = trials[~trials["valid"]] if len(trials) else trials
     if len(invalid):
         out.append(f"{len(invalid)} of {len(trials)} trials are invalid and excluded (listed below)")
@@ -339,6 +454,16 @@ def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.Data
         out.append("no overhead is computed: the run has no trials of the baseline mesh")
     out += _resource_warnings(trials)[1]
     return out
+
+
+def _skipped_warnings(skipped: tuple[Skipped, ...]) -> list[str]:
+    """First among the warnings: the figures below leave these trials out."""
+    if not skipped:
+        return []
+    return [
+        f"{len(skipped)} trial result file(s) could not be read and are left out of every figure "
+        "(listed under Unreadable results); the files are left as they are"
+    ]
 
 
 def summary(run: Run, *, baseline: str = "none", require_baseline: bool = False) -> dict[str, Any]:
@@ -385,7 +510,10 @@ def summary(run: Run, *, baseline: str = "none", require_baseline: bool = False)
         "run": run.meta,
         "cells": cells,
         "invalid_trials": invalid,
-        "warnings": _warnings(run.meta, cells, trials),
+        "skipped_results": [{"path": s.path, "reason": s.reason} for s in run.skipped],
+        # Trials whose system under test failed, or that were skipped after failures (run.json).
+        "failed_trials": [f for f in run.meta.get("failures") or [] if isinstance(f, dict)],
+        "warnings": _skipped_warnings(run.skipped) + _warnings(run.meta, cells, trials),
         "resource_sources": _resource_sources(run.meta, trials),
         "resource_warnings": _resource_warnings(trials)[0],
     }

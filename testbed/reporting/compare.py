@@ -56,6 +56,9 @@ class Comparison:
     only_new: tuple[str, ...]
     threshold_ms: float
     threshold_pct: float
+    # Damaged result files of each run, left out of its figures (`analysis.load_run` warned about each).
+    skipped_old: tuple[analysis.Skipped, ...] = ()
+    skipped_new: tuple[analysis.Skipped, ...] = ()
 
     @property
     def regressed(self) -> bool:
@@ -127,6 +130,8 @@ def compare(
         only_new=tuple(label(k) for k in sorted(b.keys() - a.keys())),
         threshold_ms=threshold_ms,
         threshold_pct=threshold_pct,
+        skipped_old=old.skipped,
+        skipped_new=new.skipped,
     )
 
 
@@ -183,6 +188,10 @@ def table(c: Comparison, *, markdown: bool = False) -> str:
             f"(run with --trials {MIN_GATE_TRIALS} or more to gate on them)"
         ]
     notes += [f"Only in NEW: {', '.join(c.only_new)}"] if c.only_new else []
+    for side, skipped in (("OLD", c.skipped_old), ("NEW", c.skipped_new)):
+        if skipped:
+            listed = "; ".join(f"{s.path} ({s.reason})" for s in skipped)
+            notes.append(f"Unreadable results left out of {side}: {listed}")
     verdict = "REGRESSION" if c.regressed else "no regression"
     if markdown:
         lines = [f"## testbed compare: {verdict}", "", f"OLD `{c.old}`, NEW `{c.new}`. {rule}", ""]

@@ -313,6 +313,20 @@ def render(summary: dict[str, Any]) -> str:
             for t in summary["invalid_trials"]
         ]
         parts.append("</ul>")
+    if summary.get("failed_trials"):  # summaries from before the field have none
+        parts.append("<h2>Failed and skipped trials</h2><ul>")
+        parts += [
+            f"<li><code>{escape(f['path'])}</code> {escape(f['status'])}: {escape(f['cause'])}</li>"
+            for f in summary["failed_trials"]
+        ]
+        parts.append("</ul>")
+    if summary.get("skipped_results"):  # summaries from before the field have none
+        parts.append("<h2>Unreadable results (left out)</h2><ul>")
+        parts += [
+            f"<li><code>{escape(s['path'])}</code>: {escape(s['reason'])}</li>"
+            for s in summary["skipped_results"]
+        ]
+        parts.append("</ul>")
     method = _METHOD.format(
         resamples=summary["resamples"],
         order=escape(trial_order(summary)),

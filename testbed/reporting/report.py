@@ -155,4 +155,10 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["invalid_trials"]:
         lines += ["", "## Invalid trials (excluded)", ""]
         lines += [f"- `{t['path']}`: {'; '.join(t['reasons'])}" for t in summary["invalid_trials"]]
+    if summary.get("failed_trials"):  # summaries from before the field have none
+        lines += ["", "## Failed and skipped trials", ""]
+        lines += [f"- `{f['path']}` {f['status']}: {f['cause']}" for f in summary["failed_trials"]]
+    if summary.get("skipped_results"):  # summaries from before the field have none
+        lines += ["", "## Unreadable results (left out)", ""]
+        lines += [f"- `{s['path']}`: {s['reason']}" for s in summary["skipped_results"]]
     return "\n".join(lines) + "\n"

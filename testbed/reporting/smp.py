@@ -16,7 +16,8 @@ its Type enum) and `protos/metadata.proto`. The protos have not changed since ta
   the ids the result carries (`test_id`, `mesh_config_id`, `env_id`).
 
 What SMP has no field for (p99.9, errors, trial counts, overhead over the baseline and its confidence
-intervals) goes into the `labels` maps (strings) under `testbed.`; nothing is dropped silently.
+intervals, the run's unreadable trial results) goes into the `labels` maps (strings) under `testbed.`;
+nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -391,6 +392,9 @@ def _result_labels(ctx: _Cell) -> dict[str, str]:
     if "min" not in latency:
         labels["testbed.latency_ms.min"] = "not recorded (min absent, reads as 0)"
     labels |= {f"testbed.{k}": _num(cell[k]) for k in _CELL_COUNTS if cell.get(k) is not None}
+    skipped = ctx.summary.get("skipped_results") or []
+    if skipped:  # of the whole run: a damaged file may be this cell's lost trial (listed in summary.json)
+        labels["testbed.run_skipped_results"] = _num(len(skipped))
     if cell.get("requests"):
         labels["testbed.error_ratio"] = _num(float(cell.get("errors") or 0) / float(cell["requests"]))
     for percentile, figures in sorted((cell.get("overhead") or {}).items()):

@@ -73,6 +73,10 @@ class RunningTopology:
         """The process ids of all services (for resource sampling)."""
         return [s.pid for s in self.services.values()]
 
+    def processes(self) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+        """Every service's process and log, by a name for messages (watched during a trial)."""
+        return {f"service {s.name}": (s.process, s.log) for s in self.services.values()}
+
     def stop(self) -> None:
         """Stop every service; calling it again does nothing."""
         if self._stopped:
