@@ -31,6 +31,7 @@ from testbed.kube import cluster as kp
 from testbed.kube import docker, metrics, tools
 from testbed.kube import trial as kt
 from testbed.kube.manifests import WORKER_NAME
+from testbed.kube.render import render_trial
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.meshes.kube import kube_mesh
@@ -38,6 +39,7 @@ from testbed.platforms.kind import inotify_problems
 from testbed.platforms.kube import resources
 from testbed.ports import free_port
 from testbed.spec.topology import load_topology
+from testbed.spec.trials import Trial
 from testbed.spec.versions import load_versions
 from tests.conftest import REPO, NullServer
 from tests.test_kube_metrics import NODE_READS, advance_read
@@ -47,6 +49,8 @@ GOLDEN = Path(__file__).parent / "golden"
 METRICS = (FIXTURES / "kubelet-metrics-resource.txt").read_text()
 #: A real `testbed load --out -` document (100 rps, 3 + 10 s, against the null server), target renamed.
 LOAD_RESULT = (FIXTURES / "kind-load-result.json").read_text()
+#: `kubectl get pods -n testbed -o json` before and after a trial (`testbed.kube.health`).
+TRIAL_PODS = FIXTURES / "kind-trial-pods"
 
 CLUSTER = "testbed-none"
 NODES = ka.kind_nodes(CLUSTER)
@@ -142,6 +146,8 @@ class FakeCluster:
         self.last_reads: dict[str, str] = {}
         self.read_failure: CommandError | None = None
         self.marks = (marks.START, marks.END)
+        #: The answers to `get pods -n NS -o json`, one per read (an error is raised); then `none.json`.
+        self.namespace_pods: list[str | CommandError] = []
         self.builds: list[tuple[Path, str, dict[str, str]]] = []
         self.ids = metrics.container_ids((NODE_READS / "pods.json").read_text())
         monkeypatch.setattr(proc, "run", self.run)
@@ -242,6 +248,11 @@ class FakeCluster:
                 out = self.load_output
             case ["kubectl", "--context", _, "get", "pods", "-A", "-o", "json"]:
                 out = (NODE_READS / "pods.json").read_text()
+            case ["kubectl", "--context", _, "get", "pods", "-n", _, "-o", "json"]:
+                answer = self.namespace_pods.pop(0) if self.namespace_pods else None
+                if isinstance(answer, CommandError):
+                    raise answer
+                out = answer if answer is not None else (TRIAL_PODS / "none.json").read_text()
         return out
 
     def scrape(self, node: str) -> str:
@@ -701,6 +712,155 @@ def test_testbed_load_prints_its_window_marks_as_the_window_starts_and_ends() ->
     precision = 0.0005
     assert -precision <= start_seen - start.at_unix < 0.25
     assert -precision <= end_seen - end.at_unix < 0.25
+
+
+# --- the pods' health around each trial ----------------------------------------------------------------
+
+
+def pods_fixture(name: str) -> str:
+    return (TRIAL_PODS / f"{name}.json").read_text()
+
+
+#: `get pods -n testbed -o json`, the read before and after each trial's load.
+PODS_READ = "get pods -n testbed -o json"
+
+
+def trial_files(tmp_path: Path, trial: int) -> Path:
+    return tmp_path / "results" / "r" / "none" / "100" / f"trial-{trial}"
+
+
+@pytest.mark.parametrize("platform", ["kind", "existing"])
+def test_a_restart_during_a_trial_fails_that_trial_and_the_run_goes_on(
+    platform: str, tmp_path: Path, scenario: Path, fake: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loadgen container is OOM-killed during trial 1; trial 2 starts from there and is valid."""
+    args = ("--context", "lab") if platform == "existing" else ()
+    oom = pods_fixture("none-loadgen-oomkilled")
+    fake.namespace_pods = [pods_fixture("none"), oom, oom, oom]
+    assert kube_run(tmp_path, scenario, *args, platform=platform) == 3
+    # Each trial: the pods read right before the load and right after it.
+    commands = [c for c in fake.commands("kubectl") if PODS_READ in c or " exec deploy/loadgen " in c]
+    assert [("exec" if " exec " in c else "pods") for c in commands] == ["pods", "exec", "pods"] * 2
+    first, second = trial_files(tmp_path, 1), trial_files(tmp_path, 2)
+    assert not (first / "result.json").exists()
+    failed = json.loads((first / "failed.json").read_text())
+    cause = (
+        "container loadgen of pod loadgen-66b8f4c9d7-gvzgc restarted 1 time(s) "
+        "(last: OOMKilled, exit code 137, at 2026-12-03T12:04:17Z)"
+    )
+    assert failed["status"] == "failed" and failed["cause"] == cause
+    (problem,) = failed["problems"]
+    assert (problem["kind"], problem["reason"], problem["exit_code"]) == ("restarted", "OOMKilled", 137)
+    assert Path(failed["pods_before"]).read_text() == pods_fixture("none")
+    assert Path(failed["pods_after"]).read_text() == oom
+    assert failed["measured"] == json.loads(LOAD_RESULT)  # what the load measured is kept, as it came
+    result = json.loads((second / "result.json").read_text())
+    assert result["valid"] and not (second / "failed.json").exists()
+    meta = run_json(tmp_path)
+    assert meta["status"] == "complete-with-failures"
+    assert [(f["path"], f["status"], f["cause"]) for f in meta["failures"]] == [
+        ("none/100/trial-1", "failed", cause)
+    ]
+    assert fake.commands()[-1].startswith("kind delete cluster" if platform == "kind" else "kubectl")
+    assert not any("export logs" in c for c in fake.commands())  # not a failed run
+    assert "FAILED: container loadgen of pod" in capsys.readouterr().out
+
+
+def test_a_load_that_failed_with_a_pod_restart_is_a_failed_trial_with_both_causes(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loadgen pod died under `kubectl exec`: the trial failed, not the run (else a fatal error)."""
+    fake.namespace_pods = [pods_fixture("none"), pods_fixture("none-loadgen-oomkilled")] + [
+        pods_fixture("none-loadgen-oomkilled")
+    ] * 2
+    stream = fake.stream
+    execs: list[int] = []
+
+    def dies_once(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        execs.append(1)
+        if len(execs) == 1:
+            fake.calls.append(list(argv))
+            stderr = "command terminated with exit code 137\n"
+            raise CommandError("kubectl exec ...", argv=list(argv), exit_code=137, stdout="", stderr=stderr)
+        return stream(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "stream", dies_once)
+    assert kube_run(tmp_path, scenario) == 3
+    failed = json.loads((trial_files(tmp_path, 1) / "failed.json").read_text())
+    assert failed["cause"].startswith("container loadgen of pod loadgen-66b8f4c9d7-gvzgc restarted 1 time(s)")
+    load_error = "the load generator in the loadgen pod failed: command terminated with exit code 137"
+    assert f"; {load_error} (see " in failed["cause"]
+    assert failed["load_error"].startswith(load_error) and failed["measured"] is None
+    assert not (trial_files(tmp_path, 1) / "result.json").exists()
+    assert (trial_files(tmp_path, 2) / "result.json").is_file()
+    assert [f["path"] for f in run_json(tmp_path)["failures"]] == ["none/100/trial-1"]
+
+
+def test_a_failed_load_with_healthy_pods_is_still_the_fatal_error(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    fake.fail_on = " exec deploy/loadgen "
+    assert kube_run(tmp_path, scenario) == 1
+    assert run_json(tmp_path)["status"] == "failed"
+    assert fake.commands("kubectl").count(f"kubectl --context kind-testbed-none {PODS_READ}") == 2
+    assert not (trial_files(tmp_path, 1) / "failed.json").exists()
+
+
+def test_pods_that_cannot_be_read_after_the_load_fail_the_trial(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    unreachable = CommandError(
+        f"kubectl --context kind-testbed-none {PODS_READ} exited with code 1: The connection to the server "
+        "127.0.0.1:6443 was refused",
+        argv=["kubectl"],
+        exit_code=1,
+    )
+    fake.namespace_pods = [pods_fixture("none"), unreachable]
+    assert kube_run(tmp_path, scenario) == 3
+    failed = json.loads((trial_files(tmp_path, 1) / "failed.json").read_text())
+    assert failed["cause"].startswith("the pods of namespace testbed could not be read after the load: ")
+    assert "connection to the server 127.0.0.1:6443 was refused" in failed["cause"]
+    assert failed["pods_after"] is None and failed["problems"] == []
+    assert failed["measured"]["requests"] == 1000
+    assert (trial_files(tmp_path, 2) / "result.json").is_file()
+
+
+def test_a_mesh_is_skipped_after_max_failures_unhealthy_trials(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    fake.namespace_pods = [pods_fixture("none"), pods_fixture("none-pricing-replaced")]
+    assert kube_run(tmp_path, scenario, "--max-failures", "1") == 3
+    failures = run_json(tmp_path)["failures"]
+    assert [(f["path"], f["status"]) for f in failures] == [
+        ("none/100/trial-1", "failed"),
+        ("none/100/trial-2", "skipped"),
+    ]
+    assert failures[0]["cause"] == "pod pricing-6d4b9c7f5b-q5jn6 is gone (and 2 more)"
+    assert len([c for c in fake.commands() if " exec deploy/loadgen " in c]) == 1
+
+
+def test_the_pods_are_read_around_the_load_on_existing_too(tmp_path: Path) -> None:
+    """The one step, in the plan before the load and after it, whether or not there are node containers."""
+    plan = kp.existing_plan(
+        kube_mesh("none", "existing"),
+        load_topology("shop"),
+        versions=load_versions(),
+        context="lab",
+        image="reg.example/testbed:0.1.0",
+        workdir=tmp_path,
+        logs_dir=tmp_path / "logs",
+    )
+    config = LoadConfig(url=plan.target_url, rate=100, duration_s=10, warmup_s=3)
+    steps = kt.trial_plan(plan, config, nodes=("lab-node-a",))
+    assert steps.pods.argv == ("kubectl", "--context", "lab", "get", "pods", "-n", "testbed", "-o", "json")
+    assert steps.after == ()
+    trial = Trial(mesh="none", rate=100, index=1)
+    lines = render_trial(1, 1, trial, steps, cooldown_s=0)
+    read = "+ " + " ".join(steps.pods.argv)
+    load = next(n for n, line in enumerate(lines) if " exec deploy/loadgen " in line)
+    again = lines.index(read, load)
+    assert [n for n, line in enumerate(lines) if line == read] == [load - 2, again]
+    assert lines[again - 2] == "# when the load has finished:"
 
 
 # --- existing ------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cool
     title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
     lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
     lines += render_actions(plan.setup)
-    lines += render_actions([plan.load])
+    lines += render_actions([plan.pods, plan.load])
     lines.append(
         f"# its stderr is read as it comes: at the line `{marks.PREFIX}{marks.START} UNIX_TIME` and again "
         f"at `{marks.PREFIX}{marks.END} UNIX_TIME`, the reads below run"
@@ -102,9 +102,8 @@ def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cool
             "+ " + shlex.join(("docker", "exec", node, "sh", "-c", plan.node_read))
             for node in plan.node_containers
         ]
-    if plan.after:
-        lines.append("# when the load has finished:")
-    lines += render_actions(plan.after)
+    lines.append("# when the load has finished:")
+    lines += render_actions([plan.pods, *plan.after])
     lines += render_actions(plan.cleanup)
     return [*lines, ""]
 

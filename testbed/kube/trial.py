@@ -44,6 +44,9 @@ class TrialPlan:
     """One trial on a cluster: setup, the load (whose window marks trigger the reads), after it, cleanup."""
 
     setup: tuple[Step, ...]
+    #: The namespace's pods, read right before the load and again right after it (kind and existing alike):
+    #: `testbed.kube.health` compares the two, and a restart, a replaced pod or one not ready fails the trial.
+    pods: Step
     #: Its stderr is read as it comes: at each window mark (`testbed.loadgen.marks`), the reads below run.
     load: Step
     #: At each mark, `existing`: every node's kubelet scraped. Empty on kind, which reads `node_read`.
@@ -79,6 +82,15 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
         description="every pod with its containers' ids (containerd://ID), which name the cgroups read",
         # -A (--all-namespaces) and -o json: kubectl v0.35.7 pkg/cmd/get/get.go.
         argv=(*k, "get", "pods", "-A", "-o", "json"),
+        timeout_s=SCRAPE_TIMEOUT_S,
+    )
+    health = Step(
+        description=f"the pods of namespace {ns} with their containers' restarts and readiness, read right "
+        "before the load and again right after it: a restart, a replaced pod or one not ready at the end "
+        "fails the trial (testbed.kube.health)",
+        # -o json: kubectl v0.35.7 pkg/cmd/get/get.go (printer flags); -n from cli-runtime config_flags.go
+        # (flagNamespace), as for `exec` below.
+        argv=(*k, "get", "pods", "-n", ns, "-o", "json"),
         timeout_s=SCRAPE_TIMEOUT_S,
     )
     distributed: tuple[str, ...] = ()
@@ -153,6 +165,7 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
     kind = bool(cluster.node_containers)
     return TrialPlan(
         setup=setup,
+        pods=health,
         load=load,
         at_marks=() if kind else scrapes,
         node_containers=cluster.node_containers,

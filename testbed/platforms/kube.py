@@ -13,6 +13,7 @@ exported and the cluster deleted. What the checks found is every trial's `mesh_e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from testbed import proc
-from testbed.errors import CommandError, TestbedError
+from testbed.errors import CommandError, TestbedError, TrialFailed
 from testbed.kube import actions as ka
 from testbed.kube import cluster as kp
-from testbed.kube import metrics, tools
+from testbed.kube import health, metrics, tools
 from testbed.kube import render as kr
 from testbed.kube import trial as kt
 from testbed.loadgen import marks
@@ -51,8 +52,8 @@ class KubeDeployment:
 
 
 def say(message: str) -> None:
-    """Progress for the user, on stderr beside the `+ cmd` echo (quiet with --quiet)."""
-    if proc.ECHO:
+    """Progress for the user, on stderr beside the `+ cmd` echo of `--verbose` (off with `--quiet`)."""
+    if not proc.QUIET:
         print(f"testbed: {message}", file=sys.stderr, flush=True)
 
 
@@ -194,10 +195,16 @@ class KubePlatform:
         (`testbed.loadgen.marks`); its stderr is read as it comes, and `read_resources` runs at each
         line, so that the warm-up is not counted (kind: every node's cgroups at once; existing: every
         node's kubelet, whose own figures lag by up to 15 s).
+
+        The namespace's pods are read right before the load and right after it (`pods-before.json`,
+        `pods-after.json`): a container that restarted, a pod replaced, or one not ready at the end
+        (`testbed.kube.health`), or pods that cannot be read after the load, fail the trial with
+        `TrialFailed`: it is recorded with what was measured, never as a result, and the run goes on.
         """
         trial_dir.mkdir(parents=True, exist_ok=True)
         steps = kt.trial_plan(deployment.plan, config, nodes=deployment.nodes)
         log = trial_dir / "loadgen.log"
+        files = {"pods_before": trial_dir / "pods-before.json", "pods_after": trial_dir / "pods-after.json"}
         edges: dict[str, Edge] = {}
 
         def on_line(line: str) -> None:
@@ -212,27 +219,35 @@ class KubePlatform:
         try:
             for step in steps.setup:
                 self.run(step)
+            before = self.run(steps.pods).stdout
+            files["pods_before"].write_text(before)
             try:
                 loaded = self.run(steps.load, on_line=on_line)
             except _ReadFailed as failed:
                 raise failed.error from None
             except CommandError as e:
-                log.write_text(e.stderr)
-                tail = " ".join((e.stderr.strip() or e.stdout.strip()).splitlines()[-3:])
-                # argparse's word for a flag this version does not know: an image older than the plan.
-                stale = (
-                    ": is the loadgen pod's image (--image) older than this testbed?"
-                    if "unrecognized arguments" in e.stderr
-                    else ""
-                )
-                raise TestbedError(
-                    f"the load generator in the loadgen pod failed: {tail}{stale} (see {log})"
+                load_error = _load_failed(e, log)
+                spoiled = self._check_pods(steps.pods, before, files, log, deployment.plan.namespace)
+                if spoiled is None or not spoiled.failure["problems"]:
+                    raise load_error from None  # nothing wrong seen with the pods: the load's failure stands
+                # E.g. the loadgen pod died under the exec: a failed trial, not a broken run.
+                spoiled.failure["load_error"] = load_error.message
+                raise TrialFailed(
+                    f"{spoiled.message}; {load_error.message}", failure=spoiled.failure
                 ) from None
-            after = {step.description: self.run(step).stdout for step in steps.after}
+            spoiled = self._check_pods(steps.pods, before, files, log, deployment.plan.namespace)
+            # A failed trial's resources are not attributed: its `after` reads (kind: the pods' container
+            # ids) would only add a way to fail.
+            after = {} if spoiled else {step.description: self.run(step).stdout for step in steps.after}
         finally:
             for step in steps.cleanup:
                 self._try(step)
         log.write_text(loaded.stderr)
+        if spoiled is not None:
+            # What was measured is kept in failed.json, never as result.json.
+            with contextlib.suppress(TestbedError):
+                spoiled.failure["measured"] = parse_load_output(loaded.stdout, log=log)
+            raise spoiled
         result = parse_load_output(loaded.stdout, log=log)
         for edge in (marks.START, marks.END):
             if edge not in edges:
@@ -316,6 +331,31 @@ class KubePlatform:
             case ka.MakeFiles():
                 say(f"make {', '.join(p.name for p in action.paths)}: {action.description}")
                 action.make()
+
+    def _check_pods(
+        self, step: ka.Step, before: str, files: Mapping[str, Path], log: Path, namespace: str
+    ) -> TrialFailed | None:
+        """Read the pods again after the load and compare: the trial's failure if anything went wrong.
+
+        Pods that cannot be read after the load fail the trial too: the cluster is not healthy.
+        """
+        failure: dict[str, Any] = {"problems": [], **{key: str(path) for key, path in files.items()}}
+        failure |= {"loadgen_log": str(log), "measured": None}
+        try:
+            later = self.run(step).stdout
+            files["pods_after"].write_text(later)
+            found = health.problems(before, later)
+        except TestbedError as e:
+            if not files["pods_after"].exists():
+                failure["pods_after"] = None
+            return TrialFailed(
+                f"the pods of namespace {namespace} could not be read after the load: {e.message}",
+                failure=failure,
+            )
+        if not found:
+            return None
+        failure["problems"] = [problem.to_json() for problem in found]
+        return TrialFailed(health.summary(found), failure=failure)
 
     def _read(self, step: ka.Step) -> str:
         """A verify step's stdout; one that `may_fail` is read even after a non-zero exit."""
@@ -419,6 +459,19 @@ class _ReadFailed(Exception):
     def __init__(self, error: TestbedError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _load_failed(error: CommandError, log: Path) -> TestbedError:
+    """The load generator's own failure, its stderr kept in `log`: what it printed last, and what it means."""
+    log.write_text(error.stderr)
+    tail = " ".join((error.stderr.strip() or error.stdout.strip()).splitlines()[-3:])
+    # argparse's word for a flag this version does not know: an image older than the plan.
+    stale = (
+        ": is the loadgen pod's image (--image) older than this testbed?"
+        if "unrecognized arguments" in error.stderr
+        else ""
+    )
+    return TestbedError(f"the load generator in the loadgen pod failed: {tail}{stale} (see {log})")
 
 
 def parse_load_output(stdout: str, *, log: Path) -> dict[str, Any]:

@@ -1,0 +1,211 @@
+"""What went wrong with the topology's pods during a trial: two `kubectl get pods -n NS -o json`. No I/O.
+
+The pods are read right before the load and right after it (`testbed.kube.trial.TrialPlan.pods`). Every pod
+of the namespace counts, the load generator's too: its restart spoils the trial as much as a service's. A
+problem is a container whose `restartCount` grew (with how its last run ended), a pod gone or new (replaced),
+a pod being deleted or not `Running` at the end, or a container not ready at the end.
+
+The fields, as `kubectl get -o json` prints them, are those of k8s.io/api v0.35.7 `core/v1/types.go`
+(`PodStatus.phase`, `.containerStatuses`, `.initContainerStatuses`; `ContainerStatus.name`, `.ready`,
+`.restartCount`, `.state`, `.lastState`; `ContainerStateTerminated.exitCode`, `.signal`, `.reason`,
+`.finishedAt`; `ContainerStateWaiting.reason`; `Container.restartPolicy`) and of k8s.io/apimachinery
+v0.35.7 `pkg/apis/meta/v1/types.go` (`ObjectMeta.name`, `.uid`, `.deletionTimestamp`).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.errors import TestbedError
+
+#: `PodRunning` (k8s.io/api v0.35.7 core/v1/types.go): the one phase a pod of the topology should be in.
+RUNNING = "Running"
+#: `ContainerRestartPolicyAlways` on an init container makes it a sidecar that runs beside the others
+#: (core/v1/types.go `Container.RestartPolicy`): Linkerd edge-26.8.3 injects its proxy so by default
+#: (charts/linkerd-control-plane/values.yaml `proxy.nativeSidecar: true`, charts/partials/templates/_proxy.tpl
+#: `restartPolicy: Always`), and Istio 1.30.3 where the cluster supports it (pilot/pkg/features/pilot.go
+#: `ENABLE_NATIVE_SIDECARS` "auto"). Its restarts and readiness count like a container's.
+RESTART_ALWAYS = "Always"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One thing that went wrong: what (`kind`), where, a sentence, and the facts for failed.json."""
+
+    #: "restarted", "gone", "new", "deleting", "not-running" or "not-ready".
+    kind: str
+    pod: str
+    container: str | None = None
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        where = {"kind": self.kind, "pod": self.pod, "container": self.container}
+        return where | {"message": self.message, **self.details}
+
+
+def problems(before: str, after: str) -> list[Problem]:
+    """What went wrong between two reads of the namespace's pods: restarts first, then pods, then readiness.
+
+    A pod already being deleted at the first read (e.g. the previous trial's load generator workers, which
+    `kubectl delete deployment` leaves to the garbage collector) is not the trial's: it may go, or linger.
+    """
+    first, last = _pods(before, "before the load"), _pods(after, "after the load")
+    leaving = {key for key, pod in first.items() if _meta(pod).get("deletionTimestamp")}
+    found: list[Problem] = []
+    for key, pod in last.items():
+        if key in first and key not in leaving:
+            found += _restarts(first[key], pod)
+    for key, pod in first.items():
+        if key not in last and key not in leaving:
+            found.append(Problem(kind="gone", pod=_name(pod), message=f"pod {_name(pod)} is gone"))
+    for key, pod in last.items():
+        if key not in first:
+            found.append(
+                Problem(
+                    kind="new", pod=_name(pod), message=f"pod {_name(pod)} is new (started during the trial)"
+                )
+            )
+    for key, pod in last.items():
+        if key not in leaving:
+            found += _end_state(pod)
+    return found
+
+
+def summary(found: Sequence[Problem]) -> str:
+    """One line: the first problem, and how many more."""
+    if not found:
+        return "no problem"
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return found[0].message + more
+
+
+def _pods(text: str, when: str) -> dict[str, dict[str, Any]]:
+    """The pods of a `v1` `List` by uid (a pod recreated under the same name is another pod)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        first = (text.strip().splitlines() or ["nothing"])[0][:200]
+        raise TestbedError(f"the pods read {when} are not JSON (kubectl printed {first!r})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise TestbedError(f"the pods read {when} are not a v1 List of Pods")
+    pods: dict[str, dict[str, Any]] = {}
+    for pod in document["items"]:
+        meta = pod.get("metadata") or {}
+        pods[str(meta.get("uid") or meta.get("name"))] = pod
+    return pods
+
+
+def _meta(pod: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(pod.get("metadata") or {})
+
+
+def _name(pod: Mapping[str, Any]) -> str:
+    return str(_meta(pod).get("name", "?"))
+
+
+def _statuses(pod: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every container's status by name: the containers, and the init containers that are sidecars."""
+    status = pod.get("status") or {}
+    sidecars = {
+        c.get("name")
+        for c in (pod.get("spec") or {}).get("initContainers") or []
+        if c.get("restartPolicy") == RESTART_ALWAYS
+    }
+    found = {s["name"]: s for s in status.get("containerStatuses") or [] if "name" in s}
+    for s in status.get("initContainerStatuses") or []:
+        if "name" in s:
+            # A one-shot init container's restarts count too (it ran again); its readiness does not.
+            found[s["name"]] = s | {"_sidecar": s["name"] in sidecars}
+    return found
+
+
+def _is_watched(status: Mapping[str, Any]) -> bool:
+    """Whether it should be ready at the end: a container, or an init container that is a sidecar."""
+    return bool(status.get("_sidecar", True))
+
+
+def _restarts(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Problem]:
+    found = []
+    earlier = _statuses(before)
+    for name, status in _statuses(after).items():
+        grown = int(status.get("restartCount", 0)) - int(earlier.get(name, {}).get("restartCount", 0))
+        if grown <= 0:
+            continue
+        ended = ((status.get("lastState") or {}).get("terminated")) or {}
+        details: dict[str, Any] = {
+            "restarts": grown,
+            "exit_code": ended.get("exitCode"),
+            "signal": _signal(ended.get("signal")),
+            "reason": ended.get("reason"),
+            "finished_at": ended.get("finishedAt"),
+        }
+        how = [str(ended["reason"])] if ended.get("reason") else []
+        if ended.get("exitCode") is not None:
+            how.append(f"exit code {ended['exitCode']}")
+        if details["signal"]:
+            how.append(f"signal {details['signal']}")
+        if ended.get("finishedAt"):
+            how.append(f"at {ended['finishedAt']}")
+        last = f" (last: {', '.join(how)})" if how else ""
+        found.append(
+            Problem(
+                kind="restarted",
+                pod=_name(after),
+                container=name,
+                message=f"container {name} of pod {_name(after)} restarted {grown} time(s){last}",
+                details=details,
+            )
+        )
+    return found
+
+
+def _signal(number: Any) -> str | None:
+    """`signal` is omitted when 0 (omitempty): a name if the number is one, else the number."""
+    if not number:
+        return None
+    try:
+        return signal.Signals(int(number)).name
+    except ValueError:
+        return str(number)
+
+
+def _end_state(pod: Mapping[str, Any]) -> list[Problem]:
+    """At the end: the pod being deleted or not Running, and each of its containers that is not ready."""
+    name, status = _name(pod), pod.get("status") or {}
+    if _meta(pod).get("deletionTimestamp"):
+        return [Problem(kind="deleting", pod=name, message=f"pod {name} is being deleted")]
+    phase = status.get("phase")
+    if phase != RUNNING:
+        why = f" ({status['reason']})" if status.get("reason") else ""
+        return [
+            Problem(
+                kind="not-running",
+                pod=name,
+                message=f"pod {name} is {phase or 'in no phase'}{why}, not {RUNNING}",
+                details={"phase": phase, "reason": status.get("reason")},
+            )
+        ]
+    found = []
+    for container, cs in _statuses(pod).items():
+        if not _is_watched(cs) or cs.get("ready"):
+            continue
+        state = cs.get("state") or {}
+        waiting = (state.get("waiting") or {}).get("reason")
+        ended = (state.get("terminated") or {}).get("reason")
+        reason = waiting or ended
+        found.append(
+            Problem(
+                kind="not-ready",
+                pod=name,
+                container=container,
+                message=f"container {container} of pod {name} is not ready"
+                + (f" ({reason})" if reason else ""),
+                details={"state": next(iter(state), None), "reason": reason},
+            )
+        )
+    return found
