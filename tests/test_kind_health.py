@@ -104,3 +104,42 @@ def test_a_signal_is_named() -> None:
 def test_output_that_is_not_a_list_of_pods_is_an_error(text: str, message: str) -> None:
     with pytest.raises(TestbedError, match=f"the pods read after the load {message}"):
         health.problems(read("none"), text)
+
+
+def _with_pod(name: str, edit: dict[str, object], *, base: str = "none", rename: str = "") -> str:
+    """The `base` fixture with pod `name` changed (status fields merged), and renamed if asked."""
+    document = json.loads(read(base))
+    for pod in document["items"]:
+        if pod["metadata"]["name"] == name:
+            if rename:
+                pod["metadata"]["name"] = rename
+            pod["status"] = pod["status"] | edit
+    return json.dumps(document)
+
+
+def test_a_load_generator_worker_that_exited_0_when_its_master_quit_is_no_problem() -> None:
+    """Workers exit 0 when the master quits at the load's end (locust runners.py); they are restarted."""
+    worker = "loadgen-worker-5d8f7c9b6d-x2x8z"
+    before = _with_pod("loadgen-66b8f4c9d7-gvzgc", {}, rename=worker)
+    running = json.loads(before)
+    [pod] = [p for p in running["items"] if p["metadata"]["name"] == worker]
+    status = pod["status"]["containerStatuses"][0]
+    quit_ = status | {
+        "restartCount": status.get("restartCount", 0) + 1,
+        "ready": False,
+        "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+    }
+    after = _with_pod("loadgen-66b8f4c9d7-gvzgc", {"containerStatuses": [quit_]}, rename=worker)
+    assert health.problems(before, after) == []
+    # A worker that crashed (exit code 1) is a problem all the same.
+    crashed = quit_ | {"lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+    after = _with_pod("loadgen-66b8f4c9d7-gvzgc", {"containerStatuses": [crashed]}, rename=worker)
+    assert [p.kind for p in health.problems(before, after)] == ["restarted"]
+
+
+def test_a_pod_already_failed_before_the_trial_is_not_the_trials_fault() -> None:
+    evicted = {"phase": "Failed", "reason": "Evicted"}
+    stale = _with_pod("pricing-6d4b9c7f5b-q5jn6", evicted)
+    assert health.problems(stale, stale) == []
+    # One that fails during the trial is.
+    assert [p.kind for p in health.problems(read("none"), stale)] == ["not-running"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.errors import TestbedError
+from testbed.kube.manifests import WORKER_NAME
 
 #: `PodRunning` (k8s.io/api v0.35.7 core/v1/types.go): the one phase a pod of the topology should be in.
 RUNNING = "Running"
@@ -56,10 +57,12 @@ def problems(before: str, after: str) -> list[Problem]:
     """
     first, last = _pods(before, "before the load"), _pods(after, "after the load")
     leaving = {key for key, pod in first.items() if _meta(pod).get("deletionTimestamp")}
+    # A pod that was already not Running (e.g. an earlier eviction left it Failed) is not this trial's fault.
+    broken = {key for key, pod in first.items() if (pod.get("status") or {}).get("phase") != RUNNING}
     found: list[Problem] = []
     for key, pod in last.items():
         if key in first and key not in leaving:
-            found += _restarts(first[key], pod)
+            found += [p for p in _restarts(first[key], pod) if not _worker_quit(pod, p)]
     for key, pod in first.items():
         if key not in last and key not in leaving:
             found.append(Problem(kind="gone", pod=_name(pod), message=f"pod {_name(pod)} is gone"))
@@ -71,9 +74,20 @@ def problems(before: str, after: str) -> list[Problem]:
                 )
             )
     for key, pod in last.items():
-        if key not in leaving:
-            found += _end_state(pod)
+        if key not in leaving and key not in broken:
+            found += [p for p in _end_state(pod) if not _worker_quit(pod, p)]
     return found
+
+
+def _worker_quit(pod: Mapping[str, Any], problem: Problem) -> bool:
+    """A load generator worker that exited 0 when its master quit at the end of the load, as it does
+    (locust runners.py: the master sends `quit`; `testbed.kube.manifests` WORKER_NAME), restarted or not
+    ready yet: the trial's end, not a fault."""
+    if not _name(pod).startswith(f"{WORKER_NAME}-"):
+        return False
+    if problem.kind == "restarted":
+        return problem.details.get("exit_code") == 0
+    return problem.kind == "not-ready"
 
 
 def summary(found: Sequence[Problem]) -> str:
