@@ -145,3 +145,34 @@ def bench_cilium(session: nox.Session) -> None:
 def bench_all(session: nox.Session) -> None:
     """Every configuration, one kind cluster at a time, then one report over all of them (the nightly job)."""
     _bench_kind(session, "none,istio,istio-ambient,linkerd,cilium-plain,cilium")
+
+
+@nox.session(python=PYTHON, tags=["bench"])
+def reproduce(session: nox.Session) -> None:
+    """Every published source the local platform can run (shortened: 3 trials of 3 s), then their table."""
+    import datetime as dt
+    from pathlib import Path
+
+    session.install("-e", ".")
+    listed = session.run("python", "-m", "testbed.reproduce", "local-sources", silent=True)
+    assert isinstance(listed, str)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dirs = []
+    for source_id in listed.split():
+        run_id = f"{stamp}-reproduce-{source_id}"
+        # 3: complete with failed trials; the reproduction says which claims it could not measure.
+        session.run(
+            "testbed", "--quiet", "reproduce", source_id, "--platform", "local", "--run-id", run_id,
+            *session.posargs, success_codes=[0, 3],
+        )  # fmt: skip
+        run_dirs.append(str(Path("results") / run_id))
+    session.run("python", "-m", "testbed.reproduce", "table", *run_dirs)
+
+
+@nox.session(name="reproduce-kind", python=PYTHON, tags=["bench"])
+def reproduce_kind(session: nox.Session) -> None:
+    """One published source on kind with the real meshes: `nox -s reproduce-kind -- SOURCE_ID [options]`."""
+    if not session.posargs:
+        session.error("give a source: nox -s reproduce-kind -- SOURCE_ID (see `testbed reproduce --list`)")
+    session.install("-e", ".")
+    session.run("testbed", "reproduce", *session.posargs[:1], "--platform", "kind", *session.posargs[1:])

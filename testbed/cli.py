@@ -39,12 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser(
         "load",
-        help="one open-loop load trial against a URL",
-        description="Send requests at a constant rate (open loop) and record latency in microseconds.",
+        help="one load trial against a URL (open loop; --loop closed as the publishers measured)",
+        description="Send requests at a constant rate (open loop) and record latency in microseconds; "
+        "--loop closed sends as fast as --users concurrent users get answers (the publishers' method).",
     )
     load.add_argument("url", help="target, e.g. http://127.0.0.1:8080/")
     load.add_argument(
-        "--rate", type=float, required=True, help="requests per second (all processes together)"
+        "--rate", type=float, default=None, help="requests per second (all processes together); open loop"
+    )
+    load.add_argument(
+        "--loop",
+        default="open",
+        help="open (default): send at intended times; closed: each user sends when its answer arrives, "
+        "no think time (how LiveWyer's oha measured; hides stalls)",
+    )
+    load.add_argument(
+        "--users", type=int, default=0, help="closed loop: concurrent users, one connection each"
+    )
+    load.add_argument(
+        "--new-connection",
+        action="store_true",
+        help="a new TCP connection for every request, closed after its answer (no keep-alive)",
     )
     load.add_argument("--duration", type=float, required=True, help="measured seconds, after the warm-up")
     load.add_argument("--warmup", type=float, default=5.0, help="seconds sent but not recorded (default 5)")
@@ -57,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "keeps the load steady while a platform reads its counters at the window's end",
     )
     load.add_argument(
-        "--connections", type=int, default=16, help="keep-alive connections in all (default 16)"
+        "--connections", type=int, default=None, help="keep-alive connections in all (default 16); open loop"
     )
     load.add_argument("--processes", type=int, default=1, help="engine processes, each a Locust worker")
-    load.add_argument("--arrival", default="uniform", help="uniform or poisson (default uniform)")
+    load.add_argument("--arrival", default=None, help="uniform or poisson (default uniform); open loop")
     load.add_argument("--method", default="GET")
     load.add_argument("--body-bytes", type=int, default=0, help="request body size")
     load.add_argument("--header", action="append", default=[], metavar="K:V", help="extra header; repeatable")
@@ -119,7 +134,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     _add_analysis_commands(sub)
+    _add_capacity_command(sub)
+    _add_reproduce_command(sub)
     return parser
+
+
+def _add_capacity_command(sub: Any) -> None:
+    """`testbed capacity`: the highest rate that meets a latency objective (testbed/capacity.py)."""
+    cap = sub.add_parser(
+        "capacity",
+        help="the highest open-loop rate whose service p99 meets an objective",
+        description="Search rates with real `testbed load` trials: doubling, bisection, repeats at the end.",
+    )
+    cap.add_argument("url", help="target, e.g. http://127.0.0.1:8080/")
+    cap.add_argument("--slo-p99-ms", type=float, required=True, help="objective: service latency p99 in ms")
+    cap.add_argument(
+        "--max-error-rate", type=float, default=0.01, help="a probe fails above this fraction (default 0.01)"
+    )
+    cap.add_argument("--duration", type=float, default=10.0, help="measured seconds per probe (default 10)")
+    cap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per probe (default 2)")
+    cap.add_argument("--processes", type=int, default=1, help="engine processes per probe (default 1)")
+    cap.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
+    cap.add_argument("--start-rate", type=float, default=100.0, help="first rate, rps (default 100)")
+    cap.add_argument("--max-rate", type=float, default=100_000.0, help="highest rate tried (default 100000)")
+    cap.add_argument(
+        "--resolution", type=float, default=0.05, help="bisect until within this fraction (default 0.05)"
+    )
+    cap.add_argument(
+        "--repeats", type=int, default=3, help="trials at the answer, most must pass (default 3)"
+    )
+    cap.add_argument(
+        "--max-lateness-ms",
+        type=float,
+        default=2.0,
+        help="a probe's generator fell behind when send lateness p99 exceeds this (default 2)",
+    )
+    cap.add_argument(
+        "--out", default="-", help="directory for capacity.json and every probe's result, or - (default)"
+    )
+    cap.set_defaults(func=cmd_capacity)
 
 
 def _add_analysis_commands(sub: Any) -> None:
@@ -172,6 +225,33 @@ def _add_analysis_commands(sub: Any) -> None:
     images.set_defaults(func=cmd_images)
 
 
+def _add_reproduce_command(sub: Any) -> None:
+    """`testbed reproduce`: a published source's setup, run as published (testbed/reproduce.py)."""
+    rep = sub.add_parser(
+        "reproduce",
+        help="re-run a published benchmark's setup and say whether each of its claims holds here",
+        description="Build the scenario and topology of a source in testbed/data/setups.toml, run the "
+        "baseline and the source's meshes, and write RUN_DIR/reproduction.json and reproduction.md.",
+    )
+    rep.add_argument("source_id", nargs="?", help="a source_id of testbed/data/claims.toml (see --list)")
+    rep.add_argument(
+        "--list", action="store_true", help="every source, what it needs, which platforms run it"
+    )
+    rep.add_argument("--platform", default="local", help="local (default), kind or existing (--context)")
+    rep.add_argument("--mesh", default=None, help="comma-separated meshes of the source to run (default all)")
+    rep.add_argument("--trials", type=int, default=None, help="trials per mesh and rate (local default 3)")
+    rep.add_argument(
+        "--duration", type=float, default=None, help="measured seconds per trial (local default 3)"
+    )
+    rep.add_argument("--warmup", type=float, default=None, help="warm-up seconds per trial (local default 1)")
+    rep.add_argument(
+        "--out", default="results", help="parent directory of the run directory (default results)"
+    )
+    rep.add_argument("--run-id", default=None, help="name of the run directory (default: time, platform)")
+    _add_kube_options(rep)
+    rep.set_defaults(func=cmd_reproduce)
+
+
 def _add_kube_options(run: argparse.ArgumentParser) -> None:
     """`testbed run` options of the Kubernetes platforms, and `--dry-run`."""
     run.add_argument(
@@ -212,6 +292,10 @@ def _add_kube_options(run: argparse.ArgumentParser) -> None:
     )
 
 
+#: `testbed load` flags of the open loop's schedule and pool, refused with `--loop closed` (flag: dest).
+_OPEN_LOOP_ONLY = {"--rate": "rate", "--connections": "connections", "--arrival": "arrival"}
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from testbed.loadgen.config import LoadConfig, ValidityLimits, parse_header
     from testbed.loadgen.result import verdict
@@ -224,15 +308,29 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.expect_workers and args.processes != 1:
         raise UsageError("--processes and --expect-workers exclude each other: the workers are the processes")
     master_bind = parse_bind(args.master_bind) if args.master_bind is not None else None
+    if args.loop == "closed":
+        # The open loop's schedule and pool do not exist in closed loop: refused rather than ignored.
+        given = [flag for flag, value in _OPEN_LOOP_ONLY.items() if getattr(args, value) is not None]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --loop closed: "
+                "each of the --users sends as soon as "
+                "its previous answer arrives, on a connection of its own"
+            )
+    elif args.loop == "open" and args.rate is None:
+        raise UsageError("--rate is required (requests per second), or give --loop closed --users N")
     config = LoadConfig(
         url=args.url,
-        rate=args.rate,
+        rate=args.rate or 0.0,
         duration_s=args.duration,
         warmup_s=args.warmup,
         tail_s=args.tail,
-        connections=args.connections,
+        connections=16 if args.connections is None else args.connections,
         processes=args.processes,
-        arrival=args.arrival,
+        arrival=args.arrival or "uniform",
+        loop=args.loop,
+        users=args.users,
+        new_connection=args.new_connection,
         method=args.method.upper(),
         body_bytes=args.body_bytes,
         headers=tuple(parse_header(h) for h in args.header),
@@ -247,10 +345,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     target = write_result(json.dumps(result, indent=2), directory)
     if target is not None:
         lat = result["latency_us"]
+        intended = "" if lat["intended"] is None else f"intended p99 {lat['intended']['p99']} us; "
         print(
             f"{result['requests']} requests at {result['achieved_rate']:g} rps; "
             f"service p50 {lat['service']['p50']} us, p99 {lat['service']['p99']} us; "
-            f"intended p99 {lat['intended']['p99']} us; {verdict(result)}",
+            f"{intended}{verdict(result)}",
             file=sys.stderr,
         )
         print(f"wrote {target}", file=sys.stderr)
@@ -363,6 +462,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed import reproduce
+    from testbed.reporting.report import write_report
+    from testbed.run import EXIT_WITH_FAILURES, RunOptions, dry_run, execute
+
+    setups, claims = reproduce.sources()
+    if args.list:
+        print(reproduce.list_text(setups, claims), end="")
+        return 0
+    if not args.source_id:
+        raise UsageError("give a SOURCE_ID (see testbed reproduce --list)")
+    for flag, value in (("--trials", args.trials), ("--duration", args.duration)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value:g}")
+    if args.warmup is not None and args.warmup < 0:
+        raise UsageError(f"--warmup must be zero or positive, got {args.warmup:g}")
+    meshes = tuple(m.strip() for m in (args.mesh or "").split(",") if m.strip() and m.strip() != "none")
+    plan = reproduce.plan(
+        args.source_id,
+        args.platform,
+        setups=setups,
+        claims=claims,
+        meshes=meshes,
+        waypoint=args.waypoint,
+        trials=args.trials,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+    )
+    scenario, topology = reproduce.build(plan)
+    args.envoy_concurrency = plan.proxy_workers  # the source's proxy worker threads (Istio's 2 if unstated)
+    options = RunOptions(
+        platform=_platform(args.platform, args),
+        meshes=plan.run_meshes,
+        scenario=scenario,
+        topology=topology,
+        out=Path(args.out),
+        run_id=args.run_id,
+        max_failures=args.max_failures,
+    )
+    print(reproduce.describe(plan), flush=True)
+    if args.dry_run:
+        print(dry_run(options), end="")
+        return 0
+    run_dir = execute(options)
+    paths = reproduce.write_reproduction(run_dir, plan)
+    report = write_report(run_dir)  # after reproduction.json: the report shows the same section
+    print(paths["markdown"].read_text())
+    for kind, path in {f"reproduction {k}": v for k, v in paths.items()}.items() | report.items():
+        print(f"{kind}: {path}")
+    failures = json.loads((run_dir / "run.json").read_text()).get("failures", [])
+    return EXIT_WITH_FAILURES if failures else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -421,6 +575,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
         target.write_text(table(result, markdown=True))
         print(f"markdown: {target}")
     return 1 if result.regressed else 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from testbed.capacity import Objective, Policy, Probe, measure
+    from testbed.loadgen.config import LoadConfig, ValidityLimits
+    from testbed.loadgen.trial import check_writable, preflight
+
+    if args.slo_p99_ms <= 0:
+        raise UsageError(f"--slo-p99-ms must be positive (milliseconds), got {args.slo_p99_ms:g}")
+    policy = Policy(
+        start_rate=args.start_rate,
+        max_rate=args.max_rate,
+        resolution=args.resolution,
+        repeats=args.repeats,
+    )
+    template = LoadConfig(  # validates the URL and the trial's own options
+        url=args.url,
+        rate=args.start_rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        processes=args.processes,
+        limits=ValidityLimits(
+            max_error_fraction=args.max_error_rate, max_lateness_p99_ms=args.max_lateness_ms
+        ),
+    )
+    objective = Objective(slo_p99_ms=args.slo_p99_ms, max_error_rate=args.max_error_rate)
+    directory = check_writable(args.out)
+    preflight(template)
+
+    def show(index: int, probe: Probe) -> None:
+        if not args.quiet:
+            outcome = "pass" if probe.passed else f"fail ({probe.verdict})"
+            print(
+                f"probe {index} ({probe.phase}) {probe.rate:g} rps: {outcome}: {probe.reason}",
+                file=sys.stderr,
+            )
+
+    document = measure(template, objective, policy, directory, on_probe=show)
+    text = json.dumps(document, indent=2)
+    if directory is None:
+        print(text)
+    else:
+        (directory / "capacity.json").write_text(text + "\n")
+        print(f"wrote {directory / 'capacity.json'}", file=sys.stderr)
+    print(f"testbed: {document['note']}", file=sys.stderr)
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:

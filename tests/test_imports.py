@@ -40,7 +40,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "kube": ("testbed.kube",),
     "meshes": ("testbed.meshes",),
     "platforms": ("testbed.platforms",),
-    "entry": ("testbed.run", "testbed.progress", "testbed.cli", "testbed.__main__", "testbed.bench"),
+    "entry": (
+        "testbed.run",
+        "testbed.progress",
+        "testbed.cli",
+        "testbed.__main__",
+        "testbed.bench",
+        "testbed.capacity",
+        "testbed.reproduce",
+    ),
 }
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "shared": frozenset(),

@@ -143,3 +143,32 @@ def test_a_pod_already_failed_before_the_trial_is_not_the_trials_fault() -> None
     assert health.problems(stale, stale) == []
     # One that fails during the trial is.
     assert [p.kind for p in health.problems(read("none"), stale)] == ["not-running"]
+
+
+def test_a_mesh_pod_outside_the_app_namespace_is_named_with_its_namespace() -> None:
+    """ztunnel (istio-system) restarted: the problem names istio-system/POD and carries the namespace."""
+    before = read("mesh-istio-system")
+    document = json.loads(before)
+    [ztunnel] = [p for p in document["items"] if p["metadata"]["name"] == "ztunnel-d2q7x"]
+    ztunnel["status"]["containerStatuses"][0] |= {
+        "restartCount": 1,
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+    }
+    (found,) = health.problems(before, json.dumps(document), namespace="istio-system")
+    assert found.message == (
+        "container istio-proxy of pod istio-system/ztunnel-d2q7x restarted 1 time(s) "
+        "(last: OOMKilled, exit code 137)"
+    )
+    assert found.to_json()["namespace"] == "istio-system" and found.pod == "ztunnel-d2q7x"
+    # The app namespace's problems keep their shape: no namespace.
+    (app,) = health.problems(read("none"), read("none-loadgen-oomkilled"))
+    assert "namespace" not in app.to_json() and "pod loadgen-" in app.message
+
+
+def test_only_not_ready_problems_may_be_read_again() -> None:
+    not_ready = health.problems(read("none"), read("none-pricing-replaced"))
+    assert not health.only_not_ready(not_ready)  # gone and new too
+    assert health.only_not_ready([p for p in not_ready if p.kind == "not-ready"])
+    assert not health.only_not_ready([])
+    evicted = _with_pod("pricing-6d4b9c7f5b-q5jn6", {"phase": "Failed", "reason": "Evicted"})
+    assert not health.only_not_ready(health.problems(read("none"), evicted))

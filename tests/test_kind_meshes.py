@@ -47,6 +47,7 @@ from tests.test_kind_platform import (  # pytest uses the imported fixtures (aut
     keep_signal_handlers,  # noqa: F401
     mock_protection,  # noqa: F401
     normalise,
+    select,
 )
 from tests.test_mesh_certs_and_resources import crd_validator
 from tests.test_mesh_evidence import earlier
@@ -1011,3 +1012,83 @@ def test_cilium_without_nodes_cannot_pass(tmp_path: Path) -> None:
     }
     with pytest.raises(TestbedError, match="cilium-wireguard: `kubectl get nodes -o name` listed no node"):
         KUBE_MESHES["cilium"].evidence(outputs, plan.mesh_context)
+
+
+# --- the mesh's own pods, read around every trial ------------------------------------------------------
+
+#: Per mesh, what carries or steers its traffic outside the app namespace (`KubeMesh.traffic_pods`).
+TRAFFIC_PODS = {
+    "none": (),
+    "istio": (("istio-system", "app=istiod"),),
+    "istio-ambient": (
+        ("istio-system", "app=istiod"),
+        ("istio-system", "app=ztunnel"),
+        ("istio-system", "k8s-app=istio-cni-node"),
+    ),
+    "linkerd": (("linkerd", "linkerd.io/control-plane-ns=linkerd"),),
+    "cilium-plain": (
+        ("kube-system", "k8s-app=cilium"),
+        ("kube-system", "k8s-app=cilium-envoy"),
+        ("kube-system", "io.cilium/app=operator"),
+    ),
+}
+TRAFFIC_PODS["cilium"] = TRAFFIC_PODS["cilium-plain"]
+
+
+def fixture_pods(namespace: str) -> str:
+    return (Path(__file__).parent / "fixtures" / "kind-trial-pods" / f"mesh-{namespace}.json").read_text()
+
+
+@pytest.mark.parametrize("name", list(KUBE_MESHES))
+def test_each_mesh_names_the_pods_that_carry_its_traffic(name: str) -> None:
+    """Each selector picks pods of the chart-shaped fixture, and together they leave none of them out."""
+    mesh = KUBE_MESHES[name]
+    assert mesh.traffic_pods == TRAFFIC_PODS[name]
+    assert kube_mesh(name, "kind", waypoint=True).traffic_pods == mesh.traffic_pods
+    picked: dict[str, set[str]] = {}
+    for namespace, selector in mesh.traffic_pods:
+        names = {pod["metadata"]["name"] for pod in json.loads(select(namespace, selector))["items"]}
+        assert names, f"{selector} selects no pod of mesh-{namespace}.json"
+        picked.setdefault(namespace, set()).update(names)
+    if name in ("istio-ambient", "linkerd", "cilium"):  # the fixtures hold these meshes' pods
+        for namespace, names in picked.items():
+            every = {p["metadata"]["name"] for p in json.loads(fixture_pods(namespace))["items"]}
+            assert names == every
+
+
+def test_a_ztunnel_restart_fails_the_ambient_trial(
+    tmp_path: Path, scenario: Path, fake: FakeMeshCluster
+) -> None:
+    """ztunnel (istio-system) carries every connection in ambient: its restart spoils the trial."""
+    healthy = select("istio-system", "app=ztunnel")
+    document = json.loads(healthy)
+    document["items"][0]["status"]["containerStatuses"][0] |= {
+        "restartCount": 1,
+        "lastState": {
+            "terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-12-03T12:04:17Z"}
+        },
+    }
+    restarted = json.dumps(document, indent=4)
+    fake.selected_pods["app=ztunnel"] = [healthy, restarted]
+    assert mesh_run(tmp_path, scenario, "istio-ambient", "--waypoint") == 3
+    trial = tmp_path / "results" / "r" / "istio-ambient" / "100" / "trial-1"
+    failed = json.loads((trial / "failed.json").read_text())
+    assert failed["cause"] == (
+        "container istio-proxy of pod istio-system/ztunnel-d2q7x restarted 1 time(s) "
+        "(last: OOMKilled, exit code 137, at 2026-12-03T12:04:17Z)"
+    )
+    assert failed["problems"][0]["namespace"] == "istio-system"
+    files = {entry["selector"]: entry for entry in failed["mesh_pods"]}
+    assert set(files) == {"app=istiod", "app=ztunnel", "k8s-app=istio-cni-node"}
+    assert Path(files["app=ztunnel"]["after"]).read_text() == restarted
+    assert Path(files["app=ztunnel"]["before"]).name == "pods-istio-system-app-ztunnel-before.json"
+    assert not (trial / "result.json").exists()
+    # Each trial reads every mesh selector right before the load and right after it.
+    reads = [
+        c
+        for c in fake.commands("kubectl")
+        if (" exec deploy/loadgen " in c and " --tail " in c) or " get pods -n istio-system -l " in c
+    ]  # the trials' loads (`--tail`), not the verification's
+    selectors = [" -l app=istiod ", " -l app=ztunnel ", " -l k8s-app=istio-cni-node "]
+    one_trial = [*selectors, " exec deploy/loadgen ", *selectors]
+    assert [next(p for p in one_trial if p in c) for c in reads] == one_trial  # the scenario: 1 trial

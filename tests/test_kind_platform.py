@@ -148,6 +148,9 @@ class FakeCluster:
         self.marks = (marks.START, marks.END)
         #: The answers to `get pods -n NS -o json`, one per read (an error is raised); then `none.json`.
         self.namespace_pods: list[str | CommandError] = []
+        #: The same for `get pods -n NS -l SELECTOR -o json` (a mesh's pods), by selector; then the pods of
+        #: `kind-trial-pods/mesh-NS.json` that the selector matches.
+        self.selected_pods: dict[str, list[str | CommandError]] = {}
         self.builds: list[tuple[Path, str, dict[str, str]]] = []
         self.ids = metrics.container_ids((NODE_READS / "pods.json").read_text())
         monkeypatch.setattr(proc, "run", self.run)
@@ -253,13 +256,33 @@ class FakeCluster:
                 if isinstance(answer, CommandError):
                     raise answer
                 out = answer if answer is not None else (TRIAL_PODS / "none.json").read_text()
+            case ["kubectl", "--context", _, "get", "pods", "-n", namespace, "-l", selector, "-o", "json"]:
+                out = self.selected(namespace, selector)
         return out
+
+    def selected(self, namespace: str, selector: str) -> str:
+        """A mesh's pods: the next queued answer for `selector` (an error is raised), else the fixture's."""
+        queued = self.selected_pods.get(selector)
+        answer = queued.pop(0) if queued else None
+        if isinstance(answer, CommandError):
+            raise answer
+        return answer if answer is not None else select(namespace, selector)
 
     def scrape(self, node: str) -> str:
         """Scrapes alternate before/after: each "after" is one trial's length after its "before"."""
         self.scrapes[node] += 1
         text = METRICS if node in ("testbed-none-worker", "lab-node-a") else small_node(node)
         return advance(text, SCRAPE_INTERVAL_S * (self.scrapes[node] - 1), lambda c: RATES.get(c, 0.01))
+
+
+def select(namespace: str, selector: str) -> str:
+    """The API server's answer to `-l KEY=VALUE[,...]` (equality only): the fixture's pods that match."""
+    document = json.loads((TRIAL_PODS / f"mesh-{namespace}.json").read_text())
+    wanted = dict(term.split("=", 1) for term in selector.split(","))
+    document["items"] = [
+        pod for pod in document["items"] if wanted.items() <= pod["metadata"].get("labels", {}).items()
+    ]
+    return json.dumps(document, indent=4)
 
 
 @pytest.fixture
@@ -376,7 +399,7 @@ def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Pa
         loadgen_workers=3,
     )
     config = LoadConfig(url=plan.target_url, rate=5000, duration_s=30, warmup_s=5, processes=4)
-    trial = kt.trial_plan(plan, config, nodes=plan.nodes)
+    trial = kt.trial_plan(plan, config, nodes=plan.nodes, mesh_pods=())
     assert [s.argv[3] for s in trial.setup] == ["apply", "rollout"]
     assert trial.cleanup[0].argv[3:6] == ("delete", "deployment", WORKER_NAME)
     load = trial.load.argv
@@ -839,6 +862,127 @@ def test_a_mesh_is_skipped_after_max_failures_unhealthy_trials(
     assert len([c for c in fake.commands() if " exec deploy/loadgen " in c]) == 1
 
 
+def not_ready(name: str = "frontend-7c9d8b6f4d-qgv6d") -> str:
+    """`none.json` with pod `name`'s app container not ready (its probe failed), Running, never restarted."""
+    document = json.loads(pods_fixture("none"))
+    for pod in document["items"]:
+        if pod["metadata"]["name"] == name:
+            pod["status"]["containerStatuses"][0]["ready"] = False
+    return json.dumps(document, indent=4)
+
+
+def test_a_container_not_ready_only_for_a_moment_is_a_warning_not_a_failure(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its readiness probe failed under load: read again after the wait, ready: the trial stands."""
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    fake.namespace_pods = [pods_fixture("none"), not_ready(), pods_fixture("none")]
+    assert kube_run(tmp_path, scenario) == 0
+    assert waits.count(kt.NOT_READY_RECHECK_S) == 1 and kt.NOT_READY_RECHECK_S == 5.0
+    commands = [c for c in fake.commands("kubectl") if PODS_READ in c or " exec deploy/loadgen " in c]
+    # Trial 1: before, the load, after, and again; trial 2: before, the load, after.
+    kinds = ["pods", "exec", "pods", "pods", "pods", "exec", "pods"]
+    assert [("exec" if " exec " in c else "pods") for c in commands] == kinds
+    first = trial_files(tmp_path, 1)
+    (warning,) = json.loads((first / "result.json").read_text())["pod_warnings"]
+    assert (warning["kind"], warning["pod"], warning["container"]) == (
+        "not-ready",
+        "frontend-7c9d8b6f4d-qgv6d",
+        "app",
+    )
+    assert (first / "pods-again.json").read_text() == pods_fixture("none")
+    assert "pod_warnings" not in json.loads((trial_files(tmp_path, 2) / "result.json").read_text())
+
+
+def test_a_container_still_not_ready_after_the_wait_fails_the_trial(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    fake.namespace_pods = [pods_fixture("none"), not_ready(), not_ready()]
+    assert kube_run(tmp_path, scenario) == 3
+    failed = json.loads((trial_files(tmp_path, 1) / "failed.json").read_text())
+    assert failed["cause"] == (
+        "container app of pod frontend-7c9d8b6f4d-qgv6d is not ready (read again 5 s after the load)"
+    )
+    assert failed["pods_again"] == str(trial_files(tmp_path, 1) / "pods-again.json")
+    assert [p["kind"] for p in failed["problems"]] == ["not-ready"]
+
+
+def test_a_restart_is_not_read_again(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ready with a pod replaced: no second chance, the trial fails at once."""
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    fake.namespace_pods = [pods_fixture("none"), pods_fixture("none-pricing-replaced")]
+    assert kube_run(tmp_path, scenario, "--max-failures", "1") == 3
+    assert not (trial_files(tmp_path, 1) / "pods-again.json").exists()
+    assert kt.NOT_READY_RECHECK_S not in waits
+
+
+def test_pods_that_cannot_be_read_before_the_load_fail_only_that_trial(
+    tmp_path: Path, scenario: Path, fake: FakeCluster
+) -> None:
+    """A busy API server's timeout on the first read: a failed trial, as on the read after the load."""
+    timed_out = CommandError(
+        f"kubectl --context kind-testbed-none {PODS_READ} did not finish within 30 s",
+        argv=["kubectl"],
+        exit_code=None,
+    )
+    fake.namespace_pods = [timed_out]
+    assert kube_run(tmp_path, scenario) == 3
+    failed = json.loads((trial_files(tmp_path, 1) / "failed.json").read_text())
+    assert failed["cause"].startswith("the pods of namespace testbed could not be read before the load: ")
+    assert failed["pods_before"] is None and failed["pods_after"] is None and failed["measured"] is None
+    # The load never ran in trial 1; trial 2 did, and stands.
+    assert len([c for c in fake.commands() if " exec deploy/loadgen " in c]) == 1
+    assert (trial_files(tmp_path, 2) / "result.json").is_file()
+    assert run_json(tmp_path)["status"] == "complete-with-failures"
+
+
+def _exec_fails(fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, code: int, stderr: str) -> None:
+    """The first `kubectl exec` of the load ends with `code`; the later ones run."""
+    stream = fake.stream
+    execs: list[int] = []
+
+    def fails_once(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        execs.append(1)
+        if len(execs) == 1:
+            fake.calls.append(list(argv))
+            raise CommandError("kubectl exec ...", argv=list(argv), exit_code=code, stdout="", stderr=stderr)
+        return stream(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "stream", fails_once)
+
+
+def test_a_load_generator_killed_in_a_container_that_did_not_restart_is_a_failed_trial(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 137 (128 + SIGKILL) with healthy pods: the OOM killer took the load, not the container."""
+    _exec_fails(fake, monkeypatch, 137, "command terminated with exit code 137\n")
+    assert kube_run(tmp_path, scenario) == 3
+    failed = json.loads((trial_files(tmp_path, 1) / "failed.json").read_text())
+    assert failed["cause"].startswith(
+        "the load generator was killed (exit 137 = 128 + SIGKILL, e.g. by the OOM killer inside a container "
+        "that did not restart): the load generator in the loadgen pod failed: command terminated with exit "
+        "code 137"
+    )
+    assert failed["load_exit_code"] == 137 and failed["problems"] == []
+    assert (trial_files(tmp_path, 2) / "result.json").is_file()
+
+
+@pytest.mark.parametrize("code", [1, 2, 128])
+def test_a_load_generator_that_exited_by_itself_is_still_the_fatal_error(
+    code: int, tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. argparse's 2 from a stale image: no signal, so the run stops (128 is 128 + no signal)."""
+    _exec_fails(fake, monkeypatch, code, "testbed: error: unrecognized arguments: --tail 2\n")
+    assert kube_run(tmp_path, scenario) == 1
+    assert run_json(tmp_path)["status"] == "failed"
+    assert not (trial_files(tmp_path, 1) / "failed.json").exists()
+
+
 def test_the_pods_are_read_around_the_load_on_existing_too(tmp_path: Path) -> None:
     """The one step, in the plan before the load and after it, whether or not there are node containers."""
     plan = kp.existing_plan(
@@ -851,16 +995,24 @@ def test_the_pods_are_read_around_the_load_on_existing_too(tmp_path: Path) -> No
         logs_dir=tmp_path / "logs",
     )
     config = LoadConfig(url=plan.target_url, rate=100, duration_s=10, warmup_s=3)
-    steps = kt.trial_plan(plan, config, nodes=("lab-node-a",))
-    assert steps.pods.argv == ("kubectl", "--context", "lab", "get", "pods", "-n", "testbed", "-o", "json")
+    mesh_pods = kube_mesh("linkerd", "existing").traffic_pods
+    steps = kt.trial_plan(plan, config, nodes=("lab-node-a",), mesh_pods=mesh_pods)
+    app, control_plane = steps.pods
+    assert app.step.argv == ("kubectl", "--context", "lab", "get", "pods", "-n", "testbed", "-o", "json")
+    assert control_plane.step.argv == (
+        *("kubectl", "--context", "lab", "get", "pods", "-n", "linkerd"),
+        *("-l", "linkerd.io/control-plane-ns=linkerd", "-o", "json"),
+    )
+    assert (app.name, control_plane.name) == ("pods", "pods-linkerd-linkerd.io-control-plane-ns-linkerd")
     assert steps.after == ()
-    trial = Trial(mesh="none", rate=100, index=1)
+    trial = Trial(mesh="linkerd", rate=100, index=1)
     lines = render_trial(1, 1, trial, steps, cooldown_s=0)
-    read = "+ " + " ".join(steps.pods.argv)
+    reads = ["+ " + " ".join(read.step.argv) for read in steps.pods]
     load = next(n for n, line in enumerate(lines) if " exec deploy/loadgen " in line)
-    again = lines.index(read, load)
-    assert [n for n, line in enumerate(lines) if line == read] == [load - 2, again]
+    again = lines.index(reads[0], load)
+    assert [n for n, line in enumerate(lines) if line in reads] == [load - 4, load - 2, again, again + 2]
     assert lines[again - 2] == "# when the load has finished:"
+    assert lines[again + 3].startswith("# if the only problems are containers not ready")
 
 
 # --- existing ------------------------------------------------------------------------------------

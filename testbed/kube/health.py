@@ -14,6 +14,7 @@ v0.35.7 `pkg/apis/meta/v1/types.go` (`ObjectMeta.name`, `.uid`, `.deletionTimest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from collections.abc import Mapping, Sequence
@@ -41,20 +42,44 @@ class Problem:
     kind: str
     pod: str
     container: str | None = None
+    #: Set for a mesh's pods outside the app namespace (`testbed.kube.trial.PodsRead`), named in `message`.
+    namespace: str | None = None
     message: str
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         where = {"kind": self.kind, "pod": self.pod, "container": self.container}
+        if self.namespace is not None:
+            where["namespace"] = self.namespace
         return where | {"message": self.message, **self.details}
 
 
-def problems(before: str, after: str) -> list[Problem]:
+def only_not_ready(found: Sequence[Problem]) -> bool:
+    """Whether every problem is a container not ready: no restart, no pod gone, new, deleted or not
+    Running (`_end_state` says not-ready only of a Running pod), so that a later read may clear them."""
+    return bool(found) and all(problem.kind == "not-ready" for problem in found)
+
+
+def problems(before: str, after: str, *, namespace: str | None = None) -> list[Problem]:
     """What went wrong between two reads of the namespace's pods: restarts first, then pods, then readiness.
 
     A pod already being deleted at the first read (e.g. the previous trial's load generator workers, which
     `kubectl delete deployment` leaves to the garbage collector) is not the trial's: it may go, or linger.
+    `namespace`: given for a mesh's pods outside the app namespace, whose pods the messages name NS/POD.
     """
+    return [_in(problem, namespace) for problem in _problems(before, after)]
+
+
+def _in(problem: Problem, namespace: str | None) -> Problem:
+    """The problem of a pod of `namespace`, named NS/POD in its message; unchanged without a namespace."""
+    if namespace is None:
+        return problem
+    # Every message names the pod as `pod NAME` once (below).
+    message = problem.message.replace(f"pod {problem.pod}", f"pod {namespace}/{problem.pod}", 1)
+    return dataclasses.replace(problem, namespace=namespace, message=message)
+
+
+def _problems(before: str, after: str) -> list[Problem]:
     first, last = _pods(before, "before the load"), _pods(after, "after the load")
     leaving = {key for key, pod in first.items() if _meta(pod).get("deletionTimestamp")}
     # A pod that was already not Running (e.g. an earlier eviction left it Failed) is not this trial's fault.

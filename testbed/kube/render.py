@@ -21,7 +21,7 @@ from testbed.spec.trials import Trial
 if TYPE_CHECKING:
     pass
 from testbed.kube.cluster import ClusterPlan
-from testbed.kube.trial import SCRAPE_TIMEOUT_S, TrialPlan
+from testbed.kube.trial import NOT_READY_RECHECK_S, SCRAPE_TIMEOUT_S, TrialPlan
 
 # --- The plan as text (--dry-run) ----------------------------------------------------------------
 
@@ -86,7 +86,7 @@ def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cool
     title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
     lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
     lines += render_actions(plan.setup)
-    lines += render_actions([plan.pods, plan.load])
+    lines += render_actions([*(read.step for read in plan.pods), plan.load])
     lines.append(
         f"# its stderr is read as it comes: at the line `{marks.PREFIX}{marks.START} UNIX_TIME` and again "
         f"at `{marks.PREFIX}{marks.END} UNIX_TIME`, the reads below run"
@@ -103,7 +103,12 @@ def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cool
             for node in plan.node_containers
         ]
     lines.append("# when the load has finished:")
-    lines += render_actions([plan.pods, *plan.after])
+    lines += render_actions([read.step for read in plan.pods])
+    lines.append(
+        "# if the only problems are containers not ready (no restart, no pod replaced, every pod Running): "
+        f"wait {NOT_READY_RECHECK_S:g} s and read those pods once more; still not ready fails the trial"
+    )
+    lines += render_actions(plan.after)
     lines += render_actions(plan.cleanup)
     return [*lines, ""]
 

@@ -9,6 +9,7 @@ whose docstring names the pins.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +38,40 @@ EXEC_MARGIN_S = 120.0
 LOAD_TAIL_S = 2.0
 #: How long the master waits for its workers to connect (`testbed.loadgen.engine.run_master`).
 WORKERS_CONNECT_S = 60.0
+#: When the only problems after the load are containers not ready (no restart, no pod replaced, every pod
+#: Running), the pods are read once more this much later, and the trial fails only if one is still not
+#: ready. A probe that failed under load is no crash: the app's readiness probe (`testbed.kube.manifests`:
+#: every 2 s, 1 s timeout, failureThreshold 3) marks a busy container not ready after 3 slow answers, and a
+#: single answer afterwards (successThreshold 1, the default of k8s.io/api v0.35.7 core/v1 `Probe`) makes
+#: it ready again: 5 s leaves two probe periods and the kubelet's status update. Mesh pods whose probe
+#: period is longer may still read not ready then (ztunnel: no periodSeconds, so the default 10 s,
+#: istio/istio 1.30.3 manifests/charts/ztunnel/templates/daemonset.yaml:102; the cilium agent: 30 s,
+#: cilium-1.20.0.tgz cilium/values.yaml:2432 readinessProbe.periodSeconds): they fail the trial, as before.
+NOT_READY_RECHECK_S = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodsRead:
+    """One read of pods right before the load and again right after it: the app namespace's, or a mesh's."""
+
+    namespace: str
+    #: A label selector (`kubectl get -l`), or None: every pod of the namespace (the app namespace).
+    selector: str | None = None
+    step: Step
+
+    @property
+    def name(self) -> str:
+        """Its files' stem in the trial's directory: `pods` (the app namespace), else `pods-NS-SELECTOR`."""
+        if self.selector is None:
+            return "pods"
+        return "pods-" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{self.namespace}-{self.selector}").strip("-")
+
+    @property
+    def what(self) -> str:
+        """The pods read, for a message."""
+        if self.selector is None:
+            return f"the pods of namespace {self.namespace}"
+        return f"the mesh's pods {self.selector} in namespace {self.namespace}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,9 +79,11 @@ class TrialPlan:
     """One trial on a cluster: setup, the load (whose window marks trigger the reads), after it, cleanup."""
 
     setup: tuple[Step, ...]
-    #: The namespace's pods, read right before the load and again right after it (kind and existing alike):
-    #: `testbed.kube.health` compares the two, and a restart, a replaced pod or one not ready fails the trial.
-    pods: Step
+    #: The pods read right before the load and again right after it (kind and existing alike): first the
+    #: app namespace's, then the mesh's own outside it (`KubeMesh.traffic_pods`), one step each.
+    #: `testbed.kube.health` compares each pair, and a restart, a replaced pod or one not ready in any fails
+    #: the trial.
+    pods: tuple[PodsRead, ...]
     #: Its stderr is read as it comes: at each window mark (`testbed.loadgen.marks`), the reads below run.
     load: Step
     #: At each mark, `existing`: every node's kubelet scraped. Empty on kind, which reads `node_read`.
@@ -59,8 +96,17 @@ class TrialPlan:
     cleanup: tuple[Step, ...]
 
 
-def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]) -> TrialPlan:
+def trial_plan(
+    cluster: ClusterPlan,
+    config: LoadConfig,
+    *,
+    nodes: Sequence[str],
+    mesh_pods: Sequence[tuple[str, str]],
+) -> TrialPlan:
     """The commands of one trial: the load runs in the loadgen pod, its JSON comes back on stdout.
+
+    `mesh_pods`: the mesh's (namespace, label selector) pairs (`KubeMesh.traffic_pods`), read around the
+    load beside the app namespace.
 
     The resources are read at the measured window's start and end, when the load generator's marks come
     on its stderr: on kind, the cgroups inside every node container (`testbed.kube.metrics.NODE_READ`),
@@ -84,14 +130,32 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
         argv=(*k, "get", "pods", "-A", "-o", "json"),
         timeout_s=SCRAPE_TIMEOUT_S,
     )
-    health = Step(
-        description=f"the pods of namespace {ns} with their containers' restarts and readiness, read right "
-        "before the load and again right after it: a restart, a replaced pod or one not ready at the end "
-        "fails the trial (testbed.kube.health)",
-        # -o json: kubectl v0.35.7 pkg/cmd/get/get.go (printer flags); -n from cli-runtime config_flags.go
-        # (flagNamespace), as for `exec` below.
-        argv=(*k, "get", "pods", "-n", ns, "-o", "json"),
-        timeout_s=SCRAPE_TIMEOUT_S,
+    health = PodsRead(
+        namespace=ns,
+        step=Step(
+            description=f"the pods of namespace {ns} with their containers' restarts and readiness, read "
+            "right before the load and again right after it: a restart, a replaced pod or one not ready at "
+            "the end fails the trial (testbed.kube.health)",
+            # -o json: kubectl v0.35.7 pkg/cmd/get/get.go (printer flags); -n from cli-runtime
+            # config_flags.go (flagNamespace), as for `exec` below.
+            argv=(*k, "get", "pods", "-n", ns, "-o", "json"),
+            timeout_s=SCRAPE_TIMEOUT_S,
+        ),
+    )
+    mesh_health = tuple(
+        PodsRead(
+            namespace=namespace,
+            selector=selector,
+            step=Step(
+                description=f"the mesh's pods labelled {selector} in namespace {namespace}, read and judged "
+                f"like those of namespace {ns}",
+                # -l (--selector): kubectl v0.35.7 pkg/cmd/get/get.go:191 AddLabelSelectorFlagVar
+                # (pkg/cmd/util/helpers.go:538-539); -n and -o json as above.
+                argv=(*k, "get", "pods", "-n", namespace, "-l", selector, "-o", "json"),
+                timeout_s=SCRAPE_TIMEOUT_S,
+            ),
+        )
+        for namespace, selector in mesh_pods
     )
     distributed: tuple[str, ...] = ()
     setup: tuple[Step, ...] = ()
@@ -165,7 +229,7 @@ def trial_plan(cluster: ClusterPlan, config: LoadConfig, *, nodes: Sequence[str]
     kind = bool(cluster.node_containers)
     return TrialPlan(
         setup=setup,
-        pods=health,
+        pods=(health, *mesh_health),
         load=load,
         at_marks=() if kind else scrapes,
         node_containers=cluster.node_containers,

@@ -12,6 +12,11 @@ from testbed.errors import UsageError
 
 Arrival = Literal["uniform", "poisson"]
 ARRIVALS: tuple[Arrival, ...] = ("uniform", "poisson")
+#: `open`: sends at intended times whatever the responses do (the default, methodology.md). `closed`: the
+#: publishers' method (LiveWyer ran `oha`), each user sends its next request when the previous one is
+#: answered, so the rate is whatever the system allows and stalls hide (coordinated omission).
+Loop = Literal["open", "closed"]
+LOOPS: tuple[Loop, ...] = ("open", "closed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +34,7 @@ class LoadConfig:
     """One trial: what to send, how fast, and for how long."""
 
     url: str
-    rate: float
+    rate: float = 0.0  # open loop: requests per second; closed loop: 0 (the users set the load)
     duration_s: float
     warmup_s: float
     #: Seconds the load goes on at the same rate after the measured window, not recorded: a platform that
@@ -44,6 +49,11 @@ class LoadConfig:
     headers: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 10.0
     seed: int = 1
+    loop: Loop = "open"
+    users: int = 0  # closed loop: concurrent users, each sending back to back (no think time)
+    #: Every request on a fresh TCP connection, closed after its response (a generator without keep-alive,
+    #: as `oha --disable-keepalive`): the handshake is then part of every request's latency.
+    new_connection: bool = False
     limits: ValidityLimits = field(default_factory=ValidityLimits)
 
     def __post_init__(self) -> None:
@@ -81,8 +91,17 @@ def validate(config: LoadConfig) -> None:
         parts.port  # noqa: B018 (a bad port raises here)
     except ValueError:
         raise UsageError(f"URL {config.url!r} has an invalid port") from None
+    if config.loop not in LOOPS:
+        raise UsageError(f"--loop must be one of {', '.join(LOOPS)}, got {config.loop!r}")
+    closed = config.loop == "closed"
+    if closed:
+        _validate_closed(config)
+    elif config.users:
+        raise UsageError(
+            f"--users {config.users} applies to --loop closed only (open loop: --rate and --connections)"
+        )
     checks: list[tuple[bool, str]] = [
-        (config.rate > 0, f"--rate must be positive (requests per second), got {config.rate:g}"),
+        (closed or config.rate > 0, f"--rate must be positive (requests per second), got {config.rate:g}"),
         (config.duration_s > 0, f"--duration must be positive (seconds), got {config.duration_s:g}"),
         (config.warmup_s >= 0, f"--warmup must be zero or positive (seconds), got {config.warmup_s:g}"),
         (config.tail_s >= 0, f"--tail must be zero or positive (seconds), got {config.tail_s:g}"),
@@ -110,9 +129,24 @@ def validate(config: LoadConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    if config.rate * config.duration_s < 1:
+    if not closed and config.rate * config.duration_s < 1:
         raise UsageError(
             f"--rate {config.rate:g} for --duration {config.duration_s:g} s sends no request: raise either"
+        )
+
+
+def _validate_closed(config: LoadConfig) -> None:
+    if config.users < 1:
+        raise UsageError(f"--loop closed needs --users N, at least 1 (concurrent users), got {config.users}")
+    if config.rate:
+        raise UsageError(
+            "--rate does not apply to --loop closed: each user sends as soon as its previous answer "
+            "arrives, and the rate is what they achieve (drop --rate)"
+        )
+    if config.users < config.processes:
+        raise UsageError(
+            f"--users {config.users} is fewer than --processes {config.processes}: each process runs "
+            "at least one user"
         )
 
 

@@ -5,6 +5,11 @@ One greenlet walks the intended send times (`schedule.py`) and hands each send t
 connections. A send never waits for an earlier response, only for a free connection, and every wait shows
 up as lateness: the `intended` histogram is the coordinated-omission-corrected latency.
 
+Closed loop (`LoadConfig.loop`, the publishers' method, labelled as such in the result) runs `users`
+greenlets instead, each sending its next request as soon as the previous answer arrives, one keep-alive
+connection each. With `new_connection` (either loop) every request opens a fresh TCP connection, and the
+pool closes it after the response instead of keeping it: the connect is then timed as part of the request.
+
 The same User class runs in-process (LocalRunner) and in Locust worker processes (WorkerRunner); the
 configuration and the common start time come in a `testbed_go` message and the histograms go back in a
 `testbed_result` message, so `--processes N` locally and Locust's distributed mode in a cluster share code.
@@ -33,6 +38,7 @@ import gevent.threadpool
 import locust
 import psutil
 from geventhttpclient.connectionpool import ConnectionPool
+from geventhttpclient.url import URL
 from locust import User, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
@@ -64,6 +70,7 @@ class _Wire(gevent.local.local):  # type: ignore[misc]
 
     sent: float | None = None
     received: float | None = None
+    connecting: float | None = None  # when this request's connect() began (a fresh connection only)
 
 
 _wire = _Wire()
@@ -76,6 +83,11 @@ class _StampedSocket(gevent.socket.socket):  # type: ignore[misc]
     after the last byte (Locust and geventhttpclient cost about 0.3 ms per request on a slow core, which
     would otherwise be measured as latency of the system under test).
     """
+
+    def connect(self, address: Any) -> None:
+        if _wire.connecting is None:
+            _wire.connecting = time.perf_counter()
+        super().connect(address)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         if _wire.sent is None:
@@ -116,10 +128,28 @@ def _on_go(environment: Environment, msg: Any, **_: Any) -> None:
     _go.set((LoadConfig.from_json(data["config"]), data["share"], data["shares"], data["t0"]))
 
 
+def users_of_share(users: int, share: int, shares: int) -> int:
+    """Closed loop: this share's users, the remainder spread over the first shares (they add up)."""
+    return users // shares + (1 if share < users % shares else 0)
+
+
+def _close_after_each_response(session: FastHttpSession, url: str) -> None:
+    """Make the session's pool close every connection after its response instead of keeping it.
+
+    geventhttpclient 2.6.1 (`connectionpool.py`) hands a finished socket to `return_socket` (kept for the
+    next request) or, when the response says the connection must close, to `release_socket` (closed, its
+    slot freed): routing the first to the second gives one TCP connection per request whatever the server
+    answers. The client is the one `LocustUserAgent._urlopen` (locust 2.47.0, `contrib/fasthttp.py`)
+    looks up by host and port, created here ahead of the first request.
+    """
+    pool = session.client.clientpool.get_client(URL(url))._connection_pool
+    pool.return_socket = pool.release_socket  # type: ignore[method-assign]
+
+
 def run_share(
     environment: Environment, config: LoadConfig, share: int, shares: int, t0_wall: float
 ) -> ShareResult:
-    """Send this share's part of the load open-loop and return what it measured."""
+    """Send this share's part of the load (open or closed loop) and return what it measured."""
     return _Share(environment, config, share, shares, t0_wall).run()
 
 
@@ -130,7 +160,9 @@ class _Share:
         self, environment: Environment, config: LoadConfig, share: int, shares: int, t0_wall: float
     ) -> None:
         self.environment, self.config, self.share, self.shares = environment, config, share, shares
-        self.connections = max(1, -(-config.connections // shares))  # ceil: every share gets its part
+        self.users = users_of_share(config.users, share, shares) if config.loop == "closed" else 0
+        # Closed loop: one connection per user. Open: ceil, so that every share gets its part.
+        self.connections = self.users or max(1, -(-config.connections // shares))
         self.session = FastHttpSession(
             base_url=config.base_url,
             request_event=environment.events.request,
@@ -143,10 +175,15 @@ class _Share:
         # A benchmark client keeps no cookies: the jar costs about 40 us per request in Python and would
         # make the load depend on what the server sets.
         self.session.client.cookiejar = None
+        if config.new_connection:
+            _close_after_each_response(self.session, config.url)
         self.slots = gevent.lock.BoundedSemaphore(self.connections)
         self.closed = False
         self.body = "x" * config.body_bytes if config.body_bytes else None
         self.headers = dict(config.headers)
+        if config.new_connection:
+            # RFC 9112 section 9.6: a client that does not keep connections sends `close` in every request.
+            self.headers["Connection"] = "close"
         self.hists = {name: new_histogram() for name in ("service", "intended", "lateness")}
         self.error_kinds: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -177,8 +214,9 @@ class _Share:
             self.measured_in_flight -= measured
             self.slots.release()
 
-    def _send(self, intended: float, measured: bool) -> None:
-        _wire.sent = _wire.received = None
+    def _send(self, intended: float | None, measured: bool) -> None:
+        """One request; `intended` is None in closed loop, where there is no schedule to be late on."""
+        _wire.sent = _wire.received = _wire.connecting = None
         actual = time.perf_counter()
         try:
             response = self.session.request(
@@ -194,16 +232,20 @@ class _Share:
             done, kind = time.perf_counter(), f"internal error: {type(e).__name__}: {e}"
         if not measured or self.closed:  # a send that outlived the drain was already counted as an error
             return
-        if _wire.sent is not None and _wire.received is not None and _wire.received >= _wire.sent:
-            actual, done = _wire.sent, _wire.received
+        # A fresh connection's handshake is part of the request (as for a client without keep-alive).
+        sent = _wire.connecting if self.config.new_connection and _wire.connecting else _wire.sent
+        if sent is not None and _wire.received is not None and _wire.received >= sent:
+            actual, done = sent, _wire.received
         self.counts["completed"] += 1
         if kind is not None:
             self.counts["errors"] += 1
             self.error_kinds[kind] += 1
         else:
             record(self.hists["service"], done - actual)
-            record(self.hists["intended"], done - intended)
-        record(self.hists["lateness"], actual - intended)
+            if intended is not None:
+                record(self.hists["intended"], done - intended)
+        if intended is not None:
+            record(self.hists["lateness"], actual - intended)
 
     def _drain(self, timeout_s: float) -> bool:
         """Wait until every send has finished (all slots free again), up to a deadline."""
@@ -217,6 +259,82 @@ class _Share:
     def run(self) -> ShareResult:
         config = self.config
         gevent.spawn_later(max(0.0, self.measure_start - time.perf_counter()), self._mark_cpu)
+        if config.loop == "closed":
+            window_end, drained, clock_name = self._run_closed()
+        else:
+            window_end, clock_name = self._run_open()
+            drained = self._drain(config.timeout_s + 2)
+        wall_end, cpu_end = window_end or (time.perf_counter(), self._cpu_seconds())
+        if not drained:
+            stuck = self.measured_in_flight  # a tail's send is not counted, even unfinished
+            self.closed = True
+            self.counts["completed"] += stuck
+            self.counts["errors"] += stuck
+            self.error_kinds["unfinished at the end of the trial"] += stuck
+        window, cpu_percent = config.duration_s, 0.0
+        if self.cpu_mark is not None:
+            window = wall_end - self.cpu_mark[0]
+            cpu_percent = 100.0 * (cpu_end - self.cpu_mark[1]) / window if window > 0 else 0.0
+        total = self.environment.stats.total
+        reported = _reported_to_master
+        return ShareResult(
+            share=self.share,
+            scheduled=self.counts["scheduled"],
+            sent=self.counts["sent"],
+            completed=self.counts["completed"],
+            errors=self.counts["errors"],
+            error_kinds=dict(self.error_kinds),
+            hdr={name: encode(h) for name, h in self.hists.items()},
+            cpu_percent=round(cpu_percent, 2),
+            window_s=round(window, 4),
+            window_start_unix=self.window_start_unix,
+            locust_requests=total.num_requests + reported["num_requests"],
+            locust_failures=total.num_failures + reported["num_failures"],
+            connection_waits=self.counts["connection_waits"],
+            schedule_clock=clock_name,
+            users=self.users,
+        )
+
+    def _user(self) -> None:
+        """A closed-loop user: the next request as soon as the previous answer is in, until the end."""
+        gevent.sleep(max(0.0, self.t0 - time.perf_counter()))  # all users start together
+        while (now := time.perf_counter()) < self.tail_end:
+            measured = self.measure_start <= now < self.end  # by the request's start, as open loop's
+            self.counts["sent"] += measured
+            self.measured_in_flight += measured
+            try:
+                self._send(None, measured)
+            finally:
+                self.measured_in_flight -= measured
+
+    def _run_closed(self) -> tuple[tuple[float, float] | None, bool, str]:
+        """Run this share's users; (wall, CPU) at the window's end, whether all finished, the clock."""
+        marks_end: list[tuple[float, float]] = []
+        gevent.spawn_later(
+            max(0.0, self.end - time.perf_counter()),
+            lambda: marks_end.append((time.perf_counter(), self._cpu_seconds())),
+        )
+        gc.collect()  # as in `_run_open`
+        gc.freeze()
+        users = [gevent.spawn(self._user) for _ in range(self.users)]
+        try:
+            gevent.joinall(users, timeout=self.tail_end - time.perf_counter() + self.config.timeout_s + 2)
+        finally:
+            gc.unfreeze()
+        drained = all(user.dead for user in users)
+        if not drained:  # count the unfinished before the kill unwinds them
+            stuck = self.measured_in_flight
+            self.closed = True
+            self.counts["completed"] += stuck
+            self.counts["errors"] += stuck
+            self.error_kinds["unfinished at the end of the trial"] += stuck
+            gevent.killall(users)
+            drained = True  # counted above, nothing left to count
+        return (marks_end[0] if marks_end else None), drained, "none: closed loop"
+
+    def _run_open(self) -> tuple[tuple[float, float] | None, str]:
+        """Walk the schedule; (wall, CPU) when the window ended, and the clock that woke the sends."""
+        config = self.config
         offsets = intended_offsets(
             rate=config.rate,
             total_s=config.warmup_s + config.duration_s + config.tail_s,
@@ -258,36 +376,7 @@ class _Share:
         finally:
             clock.close()
             gc.unfreeze()
-        wall_end, cpu_end = window_end or (time.perf_counter(), self._cpu_seconds())
-        drained = self._drain(config.timeout_s + 2)
-        if not drained:
-            stuck = self.measured_in_flight  # a tail's send is not counted, even unfinished
-            self.closed = True
-            self.counts["completed"] += stuck
-            self.counts["errors"] += stuck
-            self.error_kinds["unfinished at the end of the trial"] += stuck
-        window, cpu_percent = config.duration_s, 0.0
-        if self.cpu_mark is not None:
-            window = wall_end - self.cpu_mark[0]
-            cpu_percent = 100.0 * (cpu_end - self.cpu_mark[1]) / window if window > 0 else 0.0
-        total = self.environment.stats.total
-        reported = _reported_to_master
-        return ShareResult(
-            share=self.share,
-            scheduled=self.counts["scheduled"],
-            sent=self.counts["sent"],
-            completed=self.counts["completed"],
-            errors=self.counts["errors"],
-            error_kinds=dict(self.error_kinds),
-            hdr={name: encode(h) for name, h in self.hists.items()},
-            cpu_percent=round(cpu_percent, 2),
-            window_s=round(window, 4),
-            window_start_unix=self.window_start_unix,
-            locust_requests=total.num_requests + reported["num_requests"],
-            locust_failures=total.num_failures + reported["num_failures"],
-            connection_waits=self.counts["connection_waits"],
-            schedule_clock=clock_name,
-        )
+        return window_end, clock_name
 
 
 class OpenLoopUser(User):

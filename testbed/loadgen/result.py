@@ -12,8 +12,24 @@ from hdrh.histogram import HdrHistogram
 
 from testbed.loadgen.config import LoadConfig
 
+#: Closed loop and `new_connection` only added fields (`load_model`, `null_reasons`) and made some null in
+#: closed loop (each named with its reason in `null_reasons`): additive, so the schema stays at /1.
 SCHEMA = "testbed.load/1"
 HISTOGRAMS = ("service", "intended", "lateness")
+#: What closed loop does not measure, and why (written into the result beside the nulls).
+NO_SCHEDULE = (
+    "closed loop: no schedule, each user sends when its previous answer arrives, so there is no intended "
+    "send time to measure latency or lateness from"
+)
+_NOTHING_SCHEDULED = "closed loop: the users send back to back, nothing is scheduled (see achieved_rate)"
+#: The fields that closed loop leaves null, each with why (`null_reasons` in the result).
+CLOSED_NULLS = {
+    "rate": _NOTHING_SCHEDULED,
+    "scheduled": _NOTHING_SCHEDULED,
+    "arrival": _NOTHING_SCHEDULED,
+    **{f"{part}.{name}": NO_SCHEDULE for part in ("latency_us", "hdr") for name in ("intended", "lateness")},
+}
+CLOSED_LABEL = "closed loop (publisher's method)"
 
 #: 1 us to 60 s at 3 significant digits: sub-millisecond mesh overheads stay visible.
 LOWEST_US = 1
@@ -81,6 +97,7 @@ class ShareResult:
     locust_failures: int = 0
     connection_waits: int = 0  # measured sends that found every connection busy and waited for one
     schedule_clock: str = "gevent"  # what woke the sender at the intended times: "timerfd" or "gevent"
+    users: int = 0  # closed loop: this share's users
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +116,7 @@ class ShareResult:
             "locust_failures": self.locust_failures,
             "connection_waits": self.connection_waits,
             "schedule_clock": self.schedule_clock,
+            "users": self.users,
         }
 
     @classmethod
@@ -107,8 +125,28 @@ class ShareResult:
 
 
 def verdict(result: Mapping[str, Any]) -> str:
-    """`valid`, or `INVALID: ` and every reason, for one-line summaries."""
-    return "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
+    """`valid`, or `INVALID: ` and every reason, for one-line summaries; a non-default load model says so."""
+    text = "valid" if result["valid"] else "INVALID: " + "; ".join(result["invalid_reasons"])
+    model = result.get("load_model") or {}  # absent from results written before it existed: open loop
+    labels = []
+    if model.get("loop") == "closed":
+        labels.append(f"{CLOSED_LABEL}, {model.get('users')} users")
+    if model.get("new_connection"):
+        labels.append("a new connection per request")
+    return "; ".join([text, *labels])
+
+
+def load_model(config: LoadConfig) -> dict[str, Any]:
+    """How the load was generated: `loop` open (the default) or closed, and the connections' use."""
+    if config.loop == "closed":
+        return {"loop": "closed", "users": config.users, "new_connection": config.new_connection}
+    return {
+        "loop": "open",
+        "rate": config.rate,
+        "arrival": config.arrival,
+        "connections": config.connections,
+        "new_connection": config.new_connection,
+    }
 
 
 def invalid_reasons(
@@ -117,14 +155,15 @@ def invalid_reasons(
     requests: int,
     scheduled: int,
     errors: int,
-    lateness_p99_us: float,
+    lateness_p99_us: float | None,
     cpu_percent: float,
     connection_waits: int = 0,
 ) -> list[str]:
     """Every reason not to trust this trial, worded so that the user knows what to change."""
     limits = config.limits
     reasons: list[str] = []
-    if lateness_p99_us > limits.max_lateness_p99_ms * 1000:
+    # Closed loop (lateness_p99_us None) has no schedule: neither lateness nor a target rate to judge.
+    if lateness_p99_us is not None and lateness_p99_us > limits.max_lateness_p99_ms * 1000:
         late = f"send lateness p99 {lateness_p99_us / 1000:.2f} ms > {limits.max_lateness_p99_ms:g} ms"
         if scheduled and connection_waits > 0.01 * scheduled:
             # Over 1% of the sends found all connections busy: the pool, not the sender, held them back.
@@ -136,7 +175,7 @@ def invalid_reasons(
             reasons.append(
                 f"the generator fell behind: {late} (add --processes or --connections, or lower --rate)"
             )
-    if scheduled and requests < limits.min_rate_fraction * scheduled:
+    if scheduled and requests < limits.min_rate_fraction * scheduled:  # closed loop schedules nothing
         reasons.append(
             f"achieved rate {requests / config.duration_s:.1f} rps is under "
             f"{limits.min_rate_fraction:.0%} of the target {config.rate:g} rps "
@@ -149,7 +188,7 @@ def invalid_reasons(
     if cpu_percent > limits.max_cpu_percent:
         reasons.append(
             f"the generator's CPU was {cpu_percent:.0f}% > {limits.max_cpu_percent:g}% of a core "
-            "(add --processes, or lower --rate)"
+            f"(add --processes, or lower {'--users' if config.loop == 'closed' else '--rate'})"
         )
     return reasons
 
@@ -158,8 +197,16 @@ def build_result(
     config: LoadConfig, shares: Sequence[ShareResult], *, started_at: str, locust_version: str
 ) -> dict[str, Any]:
     """Merge the shares into one `testbed.load/1` document."""
-    hdr = {name: encode(merge([s.hdr[name] for s in shares])) for name in HISTOGRAMS}
-    latency = {name: summarize(decode(hdr[name])) for name in HISTOGRAMS}
+    closed = config.loop == "closed"
+    hdr: dict[str, str | None] = {name: encode(merge([s.hdr[name] for s in shares])) for name in HISTOGRAMS}
+    latency: dict[str, dict[str, float | int] | None] = {
+        name: summarize(decode(encoded)) for name, encoded in hdr.items() if encoded is not None
+    }
+    if closed:  # empty, and meaningless rather than zero: null, with the reason in `null_reasons`
+        for name in ("intended", "lateness"):
+            hdr[name] = latency[name] = None
+    service, lateness = latency["service"], latency["lateness"]
+    assert service is not None
     requests = sum(s.completed for s in shares)
     scheduled = sum(s.scheduled for s in shares)
     errors = sum(s.errors for s in shares)
@@ -172,26 +219,28 @@ def build_result(
         requests=requests,
         scheduled=scheduled,
         errors=errors,
-        lateness_p99_us=float(latency["lateness"]["p99"]),
+        lateness_p99_us=None if lateness is None else float(lateness["p99"]),
         cpu_percent=cpu,
         connection_waits=sum(s.connection_waits for s in shares),
     )
-    recorded = int(latency["service"]["count"]) + errors
+    recorded = int(service["count"]) + errors
     if recorded != requests:  # every completed request is either a latency sample or an error
         reasons.append(f"internal: {recorded} samples and errors for {requests} completed requests")
     return {
         "schema": SCHEMA,
         "target": config.url,
-        "rate": config.rate,
+        "rate": None if closed else config.rate,
         "duration_s": config.duration_s,
         "warmup_s": config.warmup_s,
         "tail_s": config.tail_s,  # sent after the window at the same rate, not recorded
-        "arrival": config.arrival,
-        "connections": config.connections,
+        "arrival": None if closed else config.arrival,
+        "connections": config.users if closed else config.connections,  # closed loop: one per user
         "method": config.method,
         "body_bytes": config.body_bytes,
+        "load_model": load_model(config),
+        "null_reasons": dict(CLOSED_NULLS) if closed else {},
         "requests": requests,
-        "scheduled": scheduled,
+        "scheduled": None if closed else scheduled,
         "errors": errors,
         "error_kinds": dict(sorted(error_kinds.items())),
         "achieved_rate": round(requests / config.duration_s, 2),
@@ -203,6 +252,7 @@ def build_result(
             "cpu_percent": round(cpu, 1),
             "cpu_percent_per_process": [round(s.cpu_percent, 1) for s in shares],
             "processes": len(shares),
+            "users_per_process": [s.users for s in shares] if closed else None,
             "locust_version": locust_version,
             "python": platform.python_version(),
             "schedule_clock": sorted({s.schedule_clock for s in shares}),

@@ -40,6 +40,12 @@ class KubeMesh(Protocol):
     #: The mesh's own workloads (the DaemonSet or Deployment a pod belongs to) and the resource component
     #: each counts for (`testbed.resources.COMPONENTS`); injected sidecars are known by container name.
     components: Mapping[str, str]
+    #: The mesh's own pods outside the app namespace that carry or steer its traffic (data plane, control
+    #: plane), as (namespace, label selector) pairs: each is read right before and right after every
+    #: trial's load beside the app namespace (`testbed.kube.trial.PodsRead`), and a restart, a replaced pod
+    #: or one not ready there fails the trial too (`testbed.kube.health`). Its pods in the app namespace
+    #: (sidecars, a waypoint) are read with that namespace already.
+    traffic_pods: tuple[tuple[str, str], ...]
 
     def images(self, versions: Versions) -> tuple[str, ...]:
         """The images the mesh runs in the nodes (`testbed.kube.images`), loaded from its archive if saved."""
@@ -71,6 +77,7 @@ class NoMesh:
     namespace_annotations: Mapping[str, str] = {}
     pod_annotations: Mapping[str, str] = {}
     components: Mapping[str, str] = {}
+    traffic_pods: tuple[tuple[str, str], ...] = ()
 
     def images(self, versions: Versions) -> tuple[str, ...]:
         return ()

@@ -17,8 +17,10 @@ import contextlib
 import dataclasses
 import functools
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -197,14 +199,18 @@ class KubePlatform:
         node's kubelet, whose own figures lag by up to 15 s).
 
         The namespace's pods are read right before the load and right after it (`pods-before.json`,
-        `pods-after.json`): a container that restarted, a pod replaced, or one not ready at the end
-        (`testbed.kube.health`), or pods that cannot be read after the load, fail the trial with
-        `TrialFailed`: it is recorded with what was measured, never as a result, and the run goes on.
+        `pods-after.json`), and so are the mesh's own outside it (`KubeMesh.traffic_pods`,
+        `pods-NS-SELECTOR-before.json`, ...): a container that restarted, a pod replaced, or one not ready at
+        the end (`testbed.kube.health`; not ready only: read again `kt.NOT_READY_RECHECK_S` later), pods
+        that cannot be read before or after the load, or a load generator killed by a signal, fail the
+        trial with `TrialFailed`: it is recorded with what was measured, never as a result, and the run
+        goes on.
         """
         trial_dir.mkdir(parents=True, exist_ok=True)
-        steps = kt.trial_plan(deployment.plan, config, nodes=deployment.nodes)
+        mesh_pods = self.mesh(deployment.mesh).traffic_pods
+        steps = kt.trial_plan(deployment.plan, config, nodes=deployment.nodes, mesh_pods=mesh_pods)
         log = trial_dir / "loadgen.log"
-        files = {"pods_before": trial_dir / "pods-before.json", "pods_after": trial_dir / "pods-after.json"}
+        warnings: list[dict[str, Any]] = []
         edges: dict[str, Edge] = {}
 
         def on_line(line: str) -> None:
@@ -219,23 +225,32 @@ class KubePlatform:
         try:
             for step in steps.setup:
                 self.run(step)
-            before = self.run(steps.pods).stdout
-            files["pods_before"].write_text(before)
+            before = self._read_pods_before(steps.pods, trial_dir, log)
             try:
                 loaded = self.run(steps.load, on_line=on_line)
             except _ReadFailed as failed:
                 raise failed.error from None
             except CommandError as e:
                 load_error = _load_failed(e, log)
-                spoiled = self._check_pods(steps.pods, before, files, log, deployment.plan.namespace)
-                if spoiled is None or not spoiled.failure["problems"]:
+                spoiled, warnings = self._check_pods(steps.pods, before, trial_dir, log)
+                if spoiled is not None and spoiled.failure["problems"]:
+                    # E.g. the loadgen pod died under the exec: a failed trial, not a broken run.
+                    spoiled.failure["load_error"] = load_error.message
+                    raise TrialFailed(
+                        f"{spoiled.message}; {load_error.message}", failure=spoiled.failure
+                    ) from None
+                killed = _killed(e)
+                if killed is None:
                     raise load_error from None  # nothing wrong seen with the pods: the load's failure stands
-                # E.g. the loadgen pod died under the exec: a failed trial, not a broken run.
-                spoiled.failure["load_error"] = load_error.message
-                raise TrialFailed(
-                    f"{spoiled.message}; {load_error.message}", failure=spoiled.failure
-                ) from None
-            spoiled = self._check_pods(steps.pods, before, files, log, deployment.plan.namespace)
+                # Killed by a signal in a container that did not restart (e.g. the OOM killer took the load
+                # generator, not the container's first process): the trial's failure, not the run's.
+                failure = _pods_failure(steps.pods, trial_dir, log) | {
+                    "load_error": load_error.message,
+                    "load_exit_code": e.exit_code,
+                    "pod_warnings": warnings,
+                }
+                raise TrialFailed(f"{killed}: {load_error.message}", failure=failure) from None
+            spoiled, warnings = self._check_pods(steps.pods, before, trial_dir, log)
             # A failed trial's resources are not attributed: its `after` reads (kind: the pods' container
             # ids) would only add a way to fail.
             after = {} if spoiled else {step.description: self.run(step).stdout for step in steps.after}
@@ -258,6 +273,9 @@ class KubePlatform:
                 )
         result["resources"] = self.window_resources(deployment, edges[marks.START], edges[marks.END], after)
         result["mesh_evidence"] = deployment.evidence
+        if warnings:
+            # Containers not ready right after the load, ready again `kt.NOT_READY_RECHECK_S` later.
+            result["pod_warnings"] = warnings
         return result
 
     # --- --dry-run -------------------------------------------------------------------------------
@@ -281,7 +299,10 @@ class KubePlatform:
                     lines += [f"# {kp.ANY_NODE} below: each node that the preflight found labelled", ""]
             plan = plans[trial.mesh]
             steps = kt.trial_plan(
-                plan, load_config(scenario, trial, plan.target_url), nodes=plan.nodes or (kp.ANY_NODE,)
+                plan,
+                load_config(scenario, trial, plan.target_url),
+                nodes=plan.nodes or (kp.ANY_NODE,),
+                mesh_pods=self.mesh(trial.mesh).traffic_pods,
             )
             lines += kr.render_trial(number, len(trials), trial, steps, cooldown_s=scenario.cooldown_s)
             if all(later.mesh != trial.mesh for later in trials[number:]):
@@ -332,30 +353,67 @@ class KubePlatform:
                 say(f"make {', '.join(p.name for p in action.paths)}: {action.description}")
                 action.make()
 
-    def _check_pods(
-        self, step: ka.Step, before: str, files: Mapping[str, Path], log: Path, namespace: str
-    ) -> TrialFailed | None:
-        """Read the pods again after the load and compare: the trial's failure if anything went wrong.
+    def _read_pods_before(self, reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> dict[str, str]:
+        """Every pods read right before the load, by name; one that fails fails the trial, not the run
+        (e.g. a busy API server's timeout), as the same read after the load does."""
+        before: dict[str, str] = {}
+        for read in reads:
+            try:
+                before[read.name] = self.run(read.step).stdout
+            except TestbedError as e:
+                failure = _pods_failure(reads, trial_dir, log)
+                raise TrialFailed(
+                    f"{read.what} could not be read before the load: {e.message}", failure=failure
+                ) from None
+            _pods_file(trial_dir, read, "before").write_text(before[read.name])
+        return before
 
-        Pods that cannot be read after the load fail the trial too: the cluster is not healthy.
+    def _check_pods(
+        self, reads: Sequence[kt.PodsRead], before: Mapping[str, str], trial_dir: Path, log: Path
+    ) -> tuple[TrialFailed | None, list[dict[str, Any]]]:
+        """Read the pods again after the load and compare: the trial's failure if anything went wrong, and
+        the containers that were not ready only for a moment (the result's `pod_warnings`).
+
+        Pods that cannot be read after the load fail the trial too: the cluster is not healthy. When the
+        only problems are containers not ready, those pods are read once more `kt.NOT_READY_RECHECK_S`
+        later, and the trial fails only if a problem is still there.
         """
-        failure: dict[str, Any] = {"problems": [], **{key: str(path) for key, path in files.items()}}
-        failure |= {"loadgen_log": str(log), "measured": None}
-        try:
-            later = self.run(step).stdout
-            files["pods_after"].write_text(later)
-            found = health.problems(before, later)
-        except TestbedError as e:
-            if not files["pods_after"].exists():
-                failure["pods_after"] = None
-            return TrialFailed(
-                f"the pods of namespace {namespace} could not be read after the load: {e.message}",
-                failure=failure,
+
+        def failed(message: str, found: Sequence[health.Problem]) -> tuple[TrialFailed, list[dict[str, Any]]]:
+            failure = _pods_failure(reads, trial_dir, log)
+            failure["problems"] = [problem.to_json() for problem in found]
+            return TrialFailed(message, failure=failure), []
+
+        found: dict[str, list[health.Problem]] = {}
+        for read in reads:
+            try:
+                later = self.run(read.step).stdout
+                _pods_file(trial_dir, read, "after").write_text(later)
+                found[read.name] = health.problems(before[read.name], later, namespace=_qualified(read))
+            except TestbedError as e:
+                return failed(f"{read.what} could not be read after the load: {e.message}", [])
+        first = [problem for problems in found.values() for problem in problems]
+        if not first:
+            return None, []
+        if not health.only_not_ready(first):
+            return failed(health.summary(first), first)
+        time.sleep(kt.NOT_READY_RECHECK_S)
+        still: list[health.Problem] = []
+        for read in (read for read in reads if found[read.name]):
+            try:
+                again = self.run(read.step).stdout
+                _pods_file(trial_dir, read, "again").write_text(again)
+                still += health.problems(before[read.name], again, namespace=_qualified(read))
+            except TestbedError as e:
+                wait = f"{kt.NOT_READY_RECHECK_S:g} s later"
+                return failed(
+                    f"{health.summary(first)}; {read.what} could not be read {wait}: {e.message}", first
+                )
+        if still:
+            return failed(
+                f"{health.summary(still)} (read again {kt.NOT_READY_RECHECK_S:g} s after the load)", still
             )
-        if not found:
-            return None
-        failure["problems"] = [problem.to_json() for problem in found]
-        return TrialFailed(health.summary(found), failure=failure)
+        return None, [problem.to_json() for problem in first]
 
     def _read(self, step: ka.Step) -> str:
         """A verify step's stdout; one that `may_fail` is read even after a non-zero exit."""
@@ -459,6 +517,52 @@ class _ReadFailed(Exception):
     def __init__(self, error: TestbedError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _pods_file(trial_dir: Path, read: kt.PodsRead, when: str) -> Path:
+    """`pods-before.json`, `pods-after.json`, `pods-again.json` (the app namespace), `pods-NS-SEL-...`."""
+    return trial_dir / f"{read.name}-{when}.json"
+
+
+def _qualified(read: kt.PodsRead) -> str | None:
+    """The namespace that the problems name: a mesh's, outside the app namespace; None for the app's."""
+    return None if read.selector is None else read.namespace
+
+
+def _pods_failure(reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> dict[str, Any]:
+    """failed.json's facts of the pods: the files of every read so far (None: not read), the load's log."""
+
+    def files(read: kt.PodsRead) -> dict[str, str | None]:
+        paths = {when: _pods_file(trial_dir, read, when) for when in ("before", "after", "again")}
+        return {when: str(path) if path.exists() else None for when, path in paths.items()}
+
+    app, *mesh = reads
+    failure: dict[str, Any] = {"problems": []}
+    failure |= {f"pods_{when}": path for when, path in files(app).items() if when != "again" or path}
+    failure["mesh_pods"] = [
+        {"namespace": read.namespace, "selector": read.selector} | files(read) for read in mesh
+    ]
+    return failure | {"loadgen_log": str(log), "measured": None}
+
+
+#: A process killed by signal N exits 128 + N as the container runtime reports it (containerd
+#: pkg/sys/reaper/reaper_unix.go exitStatus: exitSignalOffset = 128), and `kubectl exec` exits with the
+#: remote command's status (kubectl v0.35.7 pkg/cmd/util/helpers.go:208-209: utilexec.ExitError,
+#: handleErr(err.Error(), err.ExitStatus())); kubectl's own errors exit 1 (DefaultErrorExitCode).
+SIGNAL_EXIT_OFFSET = 128
+
+
+def _killed(error: CommandError) -> str | None:
+    """What killed the load generator, if `kubectl exec` says a signal did (exit code 128 + N); else None."""
+    code = error.exit_code
+    if code is None or code <= SIGNAL_EXIT_OFFSET:
+        return None
+    try:
+        name = signal.Signals(code - SIGNAL_EXIT_OFFSET).name
+    except ValueError:
+        name = f"signal {code - SIGNAL_EXIT_OFFSET}"
+    oom = ", e.g. by the OOM killer inside a container that did not restart" if name == "SIGKILL" else ""
+    return f"the load generator was killed (exit {code} = 128 + {name}{oom})"
 
 
 def _load_failed(error: CommandError, log: Path) -> TestbedError:

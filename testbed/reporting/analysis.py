@@ -72,7 +72,7 @@ class Run:
     meta: dict[str, Any]
     trials: pd.DataFrame
     counts: dict[str, stats.Counts]  # trial path -> counts of its `service` histogram
-    intended: dict[str, stats.Counts]  # trial path -> counts of its `intended` histogram
+    intended: dict[str, stats.Counts | None]  # trial path -> its `intended` histogram (None: closed loop)
     skipped: tuple[Skipped, ...] = ()  # damaged result files, left out of every figure
 
 
@@ -95,7 +95,7 @@ def load_run(run_dir: Path) -> Run:
         raise UsageError(f"{meta_path} is not a testbed run record (schema {schema!r})")
     rows: list[dict[str, Any]] = []
     counts: dict[str, stats.Counts] = {}
-    intended: dict[str, stats.Counts] = {}
+    intended: dict[str, stats.Counts | None] = {}
     skipped: list[Skipped] = []
     for path in sorted(run_dir.glob("*/*/trial-*/result.json")):
         key = path.parent.relative_to(run_dir).as_posix()
@@ -156,10 +156,14 @@ def _problems(result: dict[str, Any]) -> str | None:
             return f"no schema (expected {RESULT_SCHEMA!r})"
         return f"schema is {result['schema']!r}, not {RESULT_SCHEMA!r}"
     missing, wrong = [], []
+    # A closed-loop result names the fields it leaves null, with why (`testbed.loadgen.result.CLOSED_NULLS`).
+    nulls = result.get("null_reasons") or {}
     for dotted, kind in _REQUIRED:
         value: Any = result
         for part in dotted.split("."):
             value = value.get(part) if isinstance(value, dict) else None
+        if value is None and any(dotted == n or dotted.startswith(f"{n}.") for n in nulls):
+            continue
         if value is None:
             missing.append(dotted)
         elif not isinstance(value, kind):
@@ -169,7 +173,7 @@ def _problems(result: dict[str, Any]) -> str | None:
     return f"wrong type: {'; '.join(wrong)}" if wrong else None
 
 
-def _read_trial(path: Path, key: str) -> tuple[dict[str, Any], stats.Counts, stats.Counts]:
+def _read_trial(path: Path, key: str) -> tuple[dict[str, Any], stats.Counts, stats.Counts | None]:
     """A trial's row and the counts of its service and intended histograms; `_DamagedError` if unusable."""
     try:
         result = json.loads(path.read_text())
@@ -187,7 +191,12 @@ def _read_trial(path: Path, key: str) -> tuple[dict[str, Any], stats.Counts, sta
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # in the optional `resources`
         raise _DamagedError(f"unreadable field ({type(e).__name__}: {e})") from e
     try:
-        return row, stats.counts(result["hdr"][HISTOGRAM]), stats.counts(result["hdr"]["intended"])
+        intended = result["hdr"]["intended"]  # null in closed loop: no intended send time
+        return (
+            row,
+            stats.counts(result["hdr"][HISTOGRAM]),
+            None if intended is None else stats.counts(intended),
+        )
     # hdrh raises bare Exception subclasses (hdrh/codec.py) besides binascii's ValueError and zlib.error.
     except Exception as e:
         raise _DamagedError(f"a histogram cannot be decoded ({type(e).__name__}: {e})") from e
@@ -200,7 +209,9 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": key,
         "mesh": result["mesh"],
-        "rate": float(result["rate"]),
+        # Closed loop has no rate (null): its trials are filed under 0, as the plan files them
+        # (`testbed.spec.scenario.CLOSED_LOOP_RATE`).
+        "rate": float(result["rate"] or 0.0),
         "trial": int(result.get("trial", 0)),
         "valid": bool(result["valid"]),
         "reasons": list(result.get("invalid_reasons", [])),
@@ -208,8 +219,8 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
         "errors": int(result["errors"]),
         "achieved_rate": float(result["achieved_rate"]),
         "duration_s": float(result["duration_s"]),
-        "lateness_p99_us": float(result["latency_us"]["lateness"]["p99"]),
-        "intended_p99_us": float(result["latency_us"]["intended"]["p99"]),
+        "lateness_p99_us": _p99_or_nan(result["latency_us"]["lateness"]),
+        "intended_p99_us": _p99_or_nan(result["latency_us"]["intended"]),
         "loadgen_cpu_percent": float(result["loadgen"]["cpu_percent"]),
     }
     for name in stats.PERCENTILES:
@@ -226,6 +237,11 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
         row[f"res:{component}:mb"] = float(figures["peak_rss_mb"])
         row[f"res:{component}:processes"] = int(figures["processes"])
     return row
+
+
+def _p99_or_nan(summary: dict[str, Any] | None) -> float:
+    """A histogram summary's p99; NaN for a closed-loop result's null intended and lateness summaries."""
+    return float("nan") if summary is None else float(summary["p99"])
 
 
 def _sources(resources: dict[str, Any]) -> tuple[str, str]:
@@ -313,7 +329,8 @@ def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict
     latency["count"] = float(pooled.sum())
     # From the intended send time: what a user whose request was due then would have waited (includes
     # any queueing in the generator; methodology.md, coordinated omission).
-    from_intended = stats.pooled([run.intended[p] for p in valid["path"]])
+    from_intended_trials = [c for p in valid["path"] if (c := run.intended[p]) is not None]
+    from_intended = stats.pooled(from_intended_trials) if from_intended_trials else None  # None: closed loop
     distribution = stats.bootstrap(
         trial_counts, [stats.PERCENTILES[n] for n in GATED], seed=stats.seed_for(mesh, rate)
     )
@@ -328,13 +345,16 @@ def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict
         "duration_s": float(valid["duration_s"].sum()),
         "latency_us": latency,
         "intended_latency_us": {
-            name: stats.percentile(from_intended, stats.PERCENTILES[name]) for name in ("p50", "p99", "p999")
+            name: None if from_intended is None else stats.percentile(from_intended, stats.PERCENTILES[name])
+            for name in ("p50", "p99", "p999")
         },
         "trial_latency_us": {name: valid[f"{name}_us"].tolist() for name in stats.PERCENTILES},
         "ci_us": {name: _interval(stats.interval(distribution[:, i])) for i, name in enumerate(GATED)},
         "spectrum": dict(zip(("percentile", "value_us"), stats.spectrum(pooled), strict=True)),
         "resources": _resources(valid),
-        "lateness_p99_us_max": float(valid["lateness_p99_us"].max()) if len(valid) else None,
+        "lateness_p99_us_max": (
+            float(valid["lateness_p99_us"].max()) if valid["lateness_p99_us"].notna().any() else None
+        ),
         "overhead": {},
     }
     return cell, distribution

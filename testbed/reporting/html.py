@@ -305,6 +305,10 @@ def render(summary: dict[str, Any]) -> str:
     resources = _resources(summary)
     if resources:
         parts += ["<h2>Resources</h2>", resources, _resources_table(summary)]
+    if summary.get("reproduction"):  # `testbed reproduce` runs only
+        from testbed.reporting.reproduce import html_section
+
+        parts += html_section(summary["reproduction"])
     parts += ["<h2>Published claims vs measured here</h2>", _claims_table(summary)]
     if summary["invalid_trials"]:
         parts.append("<h2>Invalid trials (excluded)</h2><ul>")

@@ -32,6 +32,9 @@ def build(run_dir: Path, *, baseline: str = "none", require_baseline: bool = Fal
         analysis.load_run(run_dir), baseline=baseline, require_baseline=require_baseline
     )
     summary["claims"] = check(summary, load_claims())
+    reproduction = run_dir / "reproduction.json"  # written by `testbed reproduce`
+    if reproduction.is_file():
+        summary["reproduction"] = json.loads(reproduction.read_text())
     return summary
 
 

@@ -101,11 +101,16 @@ def _context(summary: dict[str, Any]) -> str:
     run = summary["run"]
     scenario, topology, host = run.get("scenario", {}), run.get("topology", {}), run.get("host", {})
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
+    if scenario.get("loop") == "closed":  # no rate, no arrivals: filed under rate 0
+        load = f"closed loop (publisher's method), {scenario.get('users')} users, no think time"
+    else:
+        load = f"{scenario.get('connections')} connections, {scenario.get('arrival')} open-loop arrivals"
+    if scenario.get("new_connection"):
+        load += ", a new connection per request"
     return (
         f"Platform `{run.get('platform')}`, scenario `{scenario.get('name')}` "
         f"({scenario.get('duration_s')} s measured after {scenario.get('warmup_s')} s warm-up, "
-        f"{scenario.get('trials')} trials per mesh and rate, {scenario.get('connections')} connections, "
-        f"{scenario.get('arrival')} open-loop arrivals), topology `{topology.get('name')}` "
+        f"{scenario.get('trials')} trials per mesh and rate, {load}), topology `{topology.get('name')}` "
         f"({topology.get('calls_per_request', '?')} meshed calls per request, "
         f"{topology.get('critical_hops', '?')} in sequence), host {host.get('cpu_count')} cores "
         f"({host.get('cpu_model')}); {versions}. Run status: **{run.get('status')}**."

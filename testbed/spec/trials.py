@@ -49,12 +49,15 @@ def load_config(scenario: Scenario, trial: Trial, target_url: str) -> LoadConfig
     """The `testbed load` configuration of a trial."""
     return LoadConfig(
         url=target_url,
-        rate=trial.rate,
+        rate=0.0 if scenario.loop == "closed" else trial.rate,  # closed loop: the users set the load
         duration_s=scenario.duration_s,
         warmup_s=scenario.warmup_s,
         connections=scenario.connections,
         processes=scenario.processes,
         arrival=scenario.arrival,
+        loop=scenario.loop,
+        users=scenario.users,
+        new_connection=scenario.new_connection,
         seed=trial.index,
         limits=ValidityLimits(max_lateness_p99_ms=scenario.max_lateness_ms),
     )
@@ -62,9 +65,17 @@ def load_config(scenario: Scenario, trial: Trial, target_url: str) -> LoadConfig
 
 def load_argv(config: LoadConfig) -> list[str]:
     """The same trial as a `testbed load` command line (what runs next to the services, or in a pod)."""
-    argv = ["load", config.url, "--rate", f"{config.rate:g}", "--duration", f"{config.duration_s:g}"]
-    argv += ["--warmup", f"{config.warmup_s:g}", "--connections", str(config.connections)]
-    argv += ["--processes", str(config.processes), "--arrival", config.arrival, "--seed", str(config.seed)]
+    if config.loop == "closed":  # `testbed load` refuses the open loop's --rate, --connections, --arrival
+        argv = ["load", config.url, "--loop", "closed", "--users", str(config.users)]
+        argv += ["--duration", f"{config.duration_s:g}", "--warmup", f"{config.warmup_s:g}"]
+        argv += ["--processes", str(config.processes), "--seed", str(config.seed)]
+    else:
+        argv = ["load", config.url, "--rate", f"{config.rate:g}", "--duration", f"{config.duration_s:g}"]
+        argv += ["--warmup", f"{config.warmup_s:g}", "--connections", str(config.connections)]
+        argv += ["--processes", str(config.processes), "--arrival", config.arrival]
+        argv += ["--seed", str(config.seed)]
+    if config.new_connection:
+        argv += ["--new-connection"]
     argv += ["--timeout", f"{config.timeout_s:g}"]
     if config.tail_s:
         argv += ["--tail", f"{config.tail_s:g}"]

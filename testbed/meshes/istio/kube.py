@@ -190,6 +190,12 @@ class IstioSidecar:
     pod_annotations: Mapping[str, str] = {}
     # The sidecars (container istio-proxy) count as `sidecar` in testbed.kube.metrics already.
     components: Mapping[str, str] = {"istiod": "control-plane"}
+    # istiod (the sidecars' xDS and certificates), in istio-system: the namespace of every component
+    # (manifests/profiles/default.yaml:4 metadata.namespace, which the profiles build on;
+    # operator/pkg/component/component.go:70-75), labelled app=istiod on its pod template
+    # (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml:46). The sidecars are read
+    # with the app namespace.
+    traffic_pods: tuple[tuple[str, str], ...] = (("istio-system", "app=istiod"),)
 
     def images(self, versions: Versions) -> tuple[str, ...]:
         from testbed.kube.images import archived  # the Docker client library only when asked
@@ -249,6 +255,16 @@ class IstioAmbient:
     namespace_labels: Mapping[str, str] = namespace_metadata("istio-ambient")[0]
     namespace_annotations: Mapping[str, str] = namespace_metadata("istio-ambient")[1]
     pod_annotations: Mapping[str, str] = {}
+    # In istio-system (as IstioSidecar's): istiod (app=istiod, istio-discovery templates/deployment.yaml:46);
+    # ztunnel, which carries every connection (app=ztunnel on its pod template, manifests/charts/ztunnel/
+    # templates/daemonset.yaml:31); istio-cni's node agent, which redirects each pod's traffic to ztunnel
+    # (k8s-app=istio-cni-node: manifests/charts/istio-cni/templates/daemonset.yaml:44 `{{ template "name" . }}
+    # -node`, templates/_helpers.tpl:1-3 name `istio-cni`). The waypoint lives in the app namespace.
+    traffic_pods: tuple[tuple[str, str], ...] = (
+        ("istio-system", "app=istiod"),
+        ("istio-system", "app=ztunnel"),
+        ("istio-system", "k8s-app=istio-cni-node"),
+    )
 
     def __init__(self, *, waypoint: bool = False) -> None:
         self.waypoint = waypoint

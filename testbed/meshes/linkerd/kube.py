@@ -108,6 +108,13 @@ class Linkerd:
         "linkerd-identity": "control-plane",
         "linkerd-proxy-injector": "control-plane",
     }
+    # The control plane (destination, identity, proxy-injector) in namespace `linkerd`, the CLI's default
+    # (linkerd/linkerd2 edge-26.8.3 cli/cmd/root.go:22 defaultLinkerdNamespace). Each pod template carries
+    # linkerd.io/control-plane-ns: {{.Release.Namespace}} (charts/linkerd-control-plane/templates/
+    # destination.yaml:170, identity.yaml:143, proxy-injector.yaml:50); the heartbeat's pods do not
+    # (heartbeat.yaml:33-34; and install_steps disables it: --disable-heartbeat). The proxies are read with
+    # the app namespace.
+    traffic_pods: tuple[tuple[str, str], ...] = (("linkerd", "linkerd.io/control-plane-ns=linkerd"),)
 
     def images(self, versions: Versions) -> tuple[str, ...]:
         from testbed.kube.images import archived  # the Docker client library only when asked
