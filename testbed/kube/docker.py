@@ -205,7 +205,10 @@ def run_in_nodes(
 
     def one(container: str) -> str:
         echo("exec", container, "sh", "-c", script)
-        out = call(timeout, lambda docker: docker.container.execute(container, ["sh", "-c", script]))
+        argv = ["docker", "exec", container, "sh", "-c", script]
+        out = call(
+            timeout, lambda docker: docker.container.execute(container, ["sh", "-c", script]), argv=argv
+        )
         if not isinstance(out, str):  # only `detach` or `stream` make `execute` return something else
             raise TypeError(f"docker.container.execute returned {type(out).__name__}, not the output")
         return out
@@ -232,8 +235,10 @@ def _client(timeout: float) -> DockerClient:
 _PREFIX_WORDS = 3
 
 
-def call(timeout: float, fn: Callable[[DockerClient], T]) -> T:
-    """`fn` with a fresh timed client, logged; a `DockerException` becomes a one-line `CommandError`."""
+def call(timeout: float, fn: Callable[[DockerClient], T], *, argv: Sequence[str] | None = None) -> T:
+    """`fn` with a fresh timed client, logged; a `DockerException` becomes a one-line `CommandError`.
+
+    `argv`: the docker command to log it under, when the caller knows it (calls from several threads)."""
     with proc.Logged(["docker"], timeout) as logged:
         try:
             docker = _client(timeout)
@@ -248,7 +253,7 @@ def call(timeout: float, fn: Callable[[DockerClient], T]) -> T:
             return result
         finally:
             # The command `echo()` printed for this call (inside `fn` for a build), the same in the log.
-            logged.argv = getattr(_echoed, "argv", None) or logged.argv
+            logged.argv = list(argv) if argv is not None else getattr(_echoed, "argv", None) or logged.argv
             _echoed.argv = None
 
 
