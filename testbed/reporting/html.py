@@ -280,6 +280,14 @@ interval that contains zero means the overhead is not distinguishable from noise
 """
 
 
+def _listing(title: str, items: list[tuple[str, str]], *, separator: str = ": ") -> list[str]:
+    """A titled list of paths and what is wrong with each; nothing when there is nothing to list."""
+    if not items:
+        return []
+    rows = [f"<li><code>{escape(path)}</code>{separator}{escape(why)}</li>" for path, why in items]
+    return [f"<h2>{escape(title)}</h2><ul>", *rows, "</ul>"]
+
+
 def render(summary: dict[str, Any]) -> str:
     run = summary["run"]
     meshes = list(dict.fromkeys(c["mesh"] for c in summary["cells"]))
@@ -310,27 +318,20 @@ def render(summary: dict[str, Any]) -> str:
 
         parts += html_section(summary["reproduction"])
     parts += ["<h2>Published claims vs measured here</h2>", _claims_table(summary)]
-    if summary["invalid_trials"]:
-        parts.append("<h2>Invalid trials (excluded)</h2><ul>")
-        parts += [
-            f"<li><code>{escape(t['path'])}</code>: {escape('; '.join(t['reasons']))}</li>"
-            for t in summary["invalid_trials"]
-        ]
-        parts.append("</ul>")
-    if summary.get("failed_trials"):  # summaries from before the field have none
-        parts.append("<h2>Failed and skipped trials</h2><ul>")
-        parts += [
-            f"<li><code>{escape(f['path'])}</code> {escape(f['status'])}: {escape(f['cause'])}</li>"
-            for f in summary["failed_trials"]
-        ]
-        parts.append("</ul>")
-    if summary.get("skipped_results"):  # summaries from before the field have none
-        parts.append("<h2>Unreadable results (left out)</h2><ul>")
-        parts += [
-            f"<li><code>{escape(s['path'])}</code>: {escape(s['reason'])}</li>"
-            for s in summary["skipped_results"]
-        ]
-        parts.append("</ul>")
+    # Summaries from before `failed_trials` and `skipped_results` have none.
+    parts += _listing(
+        "Invalid trials (excluded)",
+        [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
+    )
+    parts += _listing(
+        "Failed and skipped trials",
+        [(f["path"], f"{f['status']}: {f['cause']}") for f in summary.get("failed_trials") or []],
+        separator=" ",
+    )
+    parts += _listing(
+        "Unreadable results (left out)",
+        [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
+    )
     method = _METHOD.format(
         resamples=summary["resamples"],
         order=escape(trial_order(summary)),

@@ -155,13 +155,25 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{r['published_value']:g}{mark} | {measured} ({r['measured_how']}) | "
                 f"{'; '.join(r['differences'])} |"
             )
-    if summary["invalid_trials"]:
-        lines += ["", "## Invalid trials (excluded)", ""]
-        lines += [f"- `{t['path']}`: {'; '.join(t['reasons'])}" for t in summary["invalid_trials"]]
-    if summary.get("failed_trials"):  # summaries from before the field have none
-        lines += ["", "## Failed and skipped trials", ""]
-        lines += [f"- `{f['path']}` {f['status']}: {f['cause']}" for f in summary["failed_trials"]]
-    if summary.get("skipped_results"):  # summaries from before the field have none
-        lines += ["", "## Unreadable results (left out)", ""]
-        lines += [f"- `{s['path']}`: {s['reason']}" for s in summary["skipped_results"]]
+    # Summaries from before `failed_trials` and `skipped_results` have none.
+    lines += _listing(
+        "Invalid trials (excluded)",
+        [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
+    )
+    lines += _listing(
+        "Failed and skipped trials",
+        [(f["path"], f"{f['status']}: {f['cause']}") for f in summary.get("failed_trials") or []],
+        separator=" ",
+    )
+    lines += _listing(
+        "Unreadable results (left out)",
+        [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
+    )
     return "\n".join(lines) + "\n"
+
+
+def _listing(title: str, items: list[tuple[str, str]], *, separator: str = ": ") -> list[str]:
+    """A titled list of paths and what is wrong with each; nothing when there is nothing to list."""
+    if not items:
+        return []
+    return ["", f"## {title}", "", *(f"- `{path}`{separator}{why}" for path, why in items)]
