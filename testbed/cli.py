@@ -508,13 +508,38 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(dry_run(options), end="")
         return 0
     run_dir = execute(options)
-    paths = reproduce.write_reproduction(run_dir, plan)
+    twin_dir = _open_twin(plan, options, run_dir) if plan.setup.loop == "closed" else None
+    paths = reproduce.write_reproduction(run_dir, plan, twin_dir)
     report = write_report(run_dir)  # after reproduction.json: the report shows the same section
     print(paths["markdown"].read_text())
     for kind, path in {f"reproduction {k}": v for k, v in paths.items()}.items() | report.items():
         print(f"{kind}: {path}")
     failures = json.loads((run_dir / "run.json").read_text()).get("failures", [])
     return EXIT_WITH_FAILURES if failures else 0
+
+
+def _open_twin(plan: Any, options: Any, run_dir: Any) -> Any:
+    """Run a closed-loop reproduction's open-loop twin (testbed/reproduce.py `open_twin`) beside it."""
+    import dataclasses
+
+    from testbed import reproduce
+    from testbed.reporting import analysis
+    from testbed.run import execute
+
+    rate = reproduce.twin_rate(analysis.summary(analysis.load_run(run_dir)))
+    if rate is None:
+        print("testbed: no open-loop twin: no mesh achieved a rate under the closed loop", file=sys.stderr)
+        return None
+    twin = reproduce.open_twin(plan, rate)
+    scenario, _ = reproduce.build(twin)
+    rates = " and ".join(f"{r:g}" for r in reproduce.twin_rates(rate))
+    print(
+        f"open-loop twin: every mesh at {rates} rps (the lowest rate a mesh achieved: {rate:g})", flush=True
+    )
+    twin_options = dataclasses.replace(
+        options, scenario=scenario, run_id=run_dir.name + reproduce.TWIN_SUFFIX
+    )
+    return execute(twin_options)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

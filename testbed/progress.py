@@ -129,7 +129,9 @@ class Progress:
             # Last: a terminal narrower than the line cuts it at the end (rich's ellipsis).
             current = self.current
             if current is not None:
-                parts.append(f"now {current.mesh} at {current.rate:g} rps, trial {current.index}")
+                # A closed loop's trials are filed under rate 0 (`spec.scenario.CLOSED_LOOP_RATE`): no rate.
+                at = "a closed loop" if current.rate == 0 else f"{current.rate:g} rps"
+                parts.append(f"now {current.mesh} at {at}, trial {current.index}")
         return " | ".join(parts)
 
     def _eta(self, now: float) -> float | None:

@@ -8,6 +8,7 @@ the report, which shows the same section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,17 @@ LOCAL_MAX_LATENESS_MS = 8.0
 KUBE_TRIALS, KUBE_DURATION_S, KUBE_WARMUP_S = 5, 30.0, 5.0
 #: Envoy worker threads where the source does not state them: Istio's default (README, `testbed run`).
 DEFAULT_PROXY_WORKERS = 2
+#: The open-loop twin of a closed-loop reproduction sends over this many connections per closed-loop user:
+#: enough that the pool never holds a send back, so a queue forms at the system under test, where the
+#: open loop measures it from the intended send time, instead of in the generator (coordinated omission).
+TWIN_CONNECTIONS_PER_USER = 4
+#: The twin's run directory: beside the reproduction's (inside it, its mesh folders would read as trials).
+TWIN_SUFFIX = "-open-loop"
+#: The twin runs at the closed loop's achieved rate and at this share of it. The achieved rate is the
+#: slowest mesh's saturation throughput, where an open loop's queue grows as long as the load lasts (a
+#: queue at utilisation 1): that mesh's trials there may well be invalid, which is itself what the closed
+#: loop hid; at 80% every mesh carries the load on schedule and the per-request cost shows.
+TWIN_LOWER_SHARE = 0.8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +207,37 @@ def plan(
     )
 
 
+def twin_rate(summary: Mapping[str, Any]) -> float | None:
+    """The open-loop twin's rate: the lowest mean rate a mesh achieved under the closed loop (whole rps).
+
+    Under a closed loop each mesh runs at its own saturation rate, so their latencies are compared at
+    different loads; the twin runs every mesh at one rate, the slowest mesh's, which each can carry.
+    """
+    rates = [float(c["achieved_rate"]) for c in summary["cells"] if c["valid_trials"]]
+    if not rates or min(rates) < 1:
+        return None
+    return float(int(min(rates)))
+
+
+def open_twin(plan_: Plan, rate: float) -> Plan:
+    """The closed-loop reproduction's open-loop twin: same topology, meshes, trials and connection use,
+    sent at `rate` on the testbed's own method (open loop, latency also from the intended send time)."""
+    data = {k: v for k, v in plan_.scenario.items() if k not in ("loop", "users")}
+    users = int(plan_.scenario["users"])
+    data |= {
+        "name": f"{data['name']}{TWIN_SUFFIX}",
+        "description": f"open-loop twin of {plan_.setup.source_id}'s closed loop, at its achieved rate",
+        "rates": list(rates := twin_rates(rate)),
+        "connections": users * TWIN_CONNECTIONS_PER_USER,
+    }
+    return dataclasses.replace(plan_, scenario=data, rates=rates)
+
+
+def twin_rates(rate: float) -> tuple[float, ...]:
+    """The twin's rates: 80% of the achieved rate, then the achieved rate itself (whole rps)."""
+    return tuple(dict.fromkeys((max(1.0, float(int(rate * TWIN_LOWER_SHARE))), rate)))
+
+
 def build(plan_: Plan) -> tuple[Scenario, Topology]:
     """The Scenario and Topology objects of a plan (validated as any file is)."""
     scenario = build_scenario(plan_.scenario, source_id=plan_.setup.source_id)
@@ -246,13 +289,19 @@ def local_sources(setups: Mapping[str, Setup], claims: Sequence[Claim]) -> list[
     ]
 
 
-def write_reproduction(run_dir: Path, plan_: Plan) -> dict[str, Path]:
-    """Read the finished run back and write reproduction.json and reproduction.md beside it."""
+def write_reproduction(run_dir: Path, plan_: Plan, twin_dir: Path | None = None) -> dict[str, Path]:
+    """Read the finished run (and its open-loop twin's) back and write reproduction.json and .md."""
     from testbed.reporting import analysis
-    from testbed.reporting.reproduce import reproduction, write
+    from testbed.reporting.reproduce import open_loop_section, reproduction, write
 
     run = analysis.load_run(run_dir)
     summary = analysis.summary(run)
+    twin = None
+    if twin_dir is not None:
+        twin_summary = analysis.summary(analysis.load_run(twin_dir))
+        twin = open_loop_section(
+            closed=summary, open_=twin_summary, claims=plan_.claims, meshes=plan_.meshes, twin_dir=twin_dir
+        )
     document = reproduction(
         summary=summary,
         trials=run.trials,
@@ -262,6 +311,11 @@ def write_reproduction(run_dir: Path, plan_: Plan) -> dict[str, Path]:
         unmeasured=plan_.unmeasured,
         shortened=plan_.shortened,
     )
+    if plan_.setup.loop == "closed":
+        document["open_loop"] = twin or {
+            "run_id": None,
+            "note": "the open-loop twin did not run (no mesh achieved a rate under the closed loop)",
+        }
     return write(run_dir, document)
 
 
@@ -281,19 +335,32 @@ def describe(plan_: Plan) -> str:
         # Only the local Envoy takes them from here; on Kubernetes each mesh's install sets its own.
         + (f", {plan_.proxy_workers} Envoy worker threads" if plan_.platform == "local" else "")
         + (f"; {plan_.shortened}" if plan_.shortened else "")
+        + (
+            "\n  then its open-loop twin: the same meshes at the lowest rate a mesh achieved and at "
+            f"{TWIN_LOWER_SHARE:.0%} of it, over "
+            f"{s['users'] * TWIN_CONNECTIONS_PER_USER} connections (how much of the figure is the method)"
+            if s.get("loop") == "closed"
+            else ""
+        )
         + "".join(f"\n  not measured: {cid}: {why}" for cid, why in plan_.unmeasured.items())
     )
 
 
 def tables(run_dirs: Sequence[Path]) -> str:
     """The reproduction tables of several runs, one after the other (what `nox -s reproduce` ends with)."""
-    from testbed.reporting.reproduce import table
+    from testbed.reporting.reproduce import open_loop_table, table
 
     parts = []
     for run_dir in run_dirs:
         document = json.loads((run_dir / "reproduction.json").read_text())
         shortened = f" ({document['shortened']})" if document.get("shortened") else ""
         parts.append(f"{document['source_id']} on {document['platform']}{shortened}:\n\n{table(document)}")
+        twin = document.get("open_loop") or {}
+        if twin.get("run_id"):
+            parts.append(
+                "the same, closed loop beside its open-loop twin at "
+                f"{' and '.join(f'{r:g}' for r in twin['rates_rps'])} rps:\n\n" + open_loop_table(twin)
+            )
     return "\n".join(parts)
 
 

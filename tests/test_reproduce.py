@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,108 @@ def test_resource_claims_are_per_proxy_with_a_bootstrap_interval() -> None:
     no_trials = trials.iloc[:0]
     none = measure(claims["istio-1.24-sidecar-mb"], summary, no_trials, "envoy", closed_loop=False)
     assert none == "no sidecar CPU or memory recorded"
+
+
+def test_the_open_loop_twin_runs_every_mesh_at_the_slowest_achieved_rate_and_80_percent() -> None:
+    setups, claims = reproduce.sources()
+    plan = reproduce.plan("livewyer-2024", "local", setups=setups, claims=claims)
+    summary = {
+        "cells": [
+            {"mesh": "none", "rate": 0.0, "valid_trials": 2, "achieved_rate": 950.4},
+            {"mesh": "envoy", "rate": 0.0, "valid_trials": 2, "achieved_rate": 612.7},
+            {"mesh": "envoy", "rate": 0.0, "valid_trials": 0, "achieved_rate": 0.0},  # no valid trial
+        ]
+    }
+    rate = reproduce.twin_rate(summary)
+    assert rate == 612.0
+    twin = reproduce.open_twin(plan, rate)
+    scenario, topology = reproduce.build(twin)
+    assert scenario.loop == "open" and scenario.rates == (489.0, 612.0)
+    assert scenario.connections == 32 * reproduce.TWIN_CONNECTIONS_PER_USER
+    assert scenario.new_connection and scenario.trials == plan.scenario["trials"]
+    assert topology.name == "bookinfo" and twin.run_meshes == plan.run_meshes
+    assert reproduce.twin_rate({"cells": [{"mesh": "none", "rate": 0.0, "valid_trials": 0}]}) is None
+
+
+def test_the_twin_section_sets_closed_beside_open_and_says_why_a_rate_has_no_figure(tmp_path: Path) -> None:
+    from testbed.reporting.reproduce import markdown, open_loop_section
+
+    claims = [c for c in load_claims() if c.source_id == "livewyer-2024"]
+
+    def cell(mesh: str, rate: float, p50: float, intended: float, valid: int = 2) -> dict[str, Any]:
+        o = {"p50": {"us": p50, "ci_us": [p50 - 500, p50 + 500]}, "p99": {"us": 2 * p50, "ci_us": None}}
+        return {
+            "mesh": mesh,
+            "rate": rate,
+            "valid_trials": valid,
+            "overhead": o if mesh != "none" else {},
+            "intended_latency_us": {"p50": intended, "p99": intended * 2},
+        }
+
+    closed = {"cells": [cell("none", 0.0, 0, 0), cell("envoy", 0.0, 20_000, 0)], "run": {}}
+    open_ = {
+        "cells": [
+            cell("none", 400.0, 0, 1_000),
+            cell("envoy", 400.0, 5_000, 7_000),
+            cell("none", 500.0, 0, 1_000),
+            cell("envoy", 500.0, 0, 0, valid=0),
+        ],
+        "invalid_trials": [
+            {"mesh": "envoy", "rate": 500.0, "reasons": ["the generator fell behind: lateness 90 ms"]}
+        ],
+        "run": {"run_id": "r-open-loop", "scenario": {"connections": 128}},
+    }
+    section = open_loop_section(
+        closed=closed, open_=open_, claims=claims, meshes={"istio": "envoy"}, twin_dir=tmp_path
+    )
+    assert section["rates_rps"] == [400.0, 500.0] and section["connections"] == 128
+    rows = {(r["claim_id"], r["rate"]): r for r in section["rows"]}
+    p50 = rows[("livewyer-2024-istio-p50", 400.0)]
+    assert p50["closed_added_ms"] == 20.0 and p50["open_added_ms"] == 5.0
+    assert p50["open_interval"] == [4.5, 5.5] and p50["open_added_intended_ms"] == 6.0
+    assert p50["from_method"] == 0.75  # (20 - 5) / 20 of the closed-loop figure is the method's
+    assert rows[("livewyer-2024-istio-p99", 400.0)]["from_method"] == 0.75
+    late = rows[("livewyer-2024-istio-p50", 500.0)]
+    assert late["open_added_ms"] is None and late["from_method"] is None
+    assert late["why_none"] == "no valid trial of envoy: the generator fell behind: lateness 90 ms"
+    document = {
+        "source_id": "livewyer-2024",
+        "source": "LiveWyer",
+        "url": "https://example.org",
+        "run_id": "r",
+        "platform": "local",
+        "meshes": {"istio": "envoy"},
+        "tolerance": "t",
+        "setup": dataclasses.asdict(load_setups()["livewyer-2024"]),
+        "claims": [],
+        "open_loop": section,
+    }
+    text = markdown(document)
+    assert "every mesh at 400 and 500 rps over 128 connections" in text
+    assert "| livewyer-2024-istio-p50 (p50) | envoy | 20 | 400 rps | 5 [4.5, 5.5] | 6 | 75% |" in text
+    assert "| 500 rps | n/a: no valid trial of envoy: the generator fell behind: lateness 90 ms |" in text
+
+
+@pytest.mark.slow
+def test_a_short_real_closed_loop_reproduction_runs_its_open_loop_twin(tmp_path: Path) -> None:
+    """LiveWyer on local: bookinfo, 32 users, a new connection per request, then the open-loop twin."""
+    proc = run_testbed(
+        "reproduce", "livewyer-2024", "--platform", "local", "--trials", "2", "--duration", "1.5",
+        "--warmup", "0.5", "--out", str(tmp_path), "--run-id", "lw", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode in (0, 3), proc.stderr
+    closed = json.loads((tmp_path / "lw" / "run.json").read_text())
+    assert closed["scenario"]["loop"] == "closed" and closed["scenario"]["users"] == 32
+    twin_meta = json.loads((tmp_path / "lw-open-loop" / "run.json").read_text())
+    assert twin_meta["scenario"]["loop"] == "open" and twin_meta["scenario"]["connections"] == 128
+    assert twin_meta["meshes"] == ["none", "envoy"] and len(twin_meta["scenario"]["rates"]) == 2
+    document = json.loads((tmp_path / "lw" / "reproduction.json").read_text())
+    twin = document["open_loop"]
+    assert twin["run_id"] == "lw-open-loop" and twin["rates_rps"] == twin_meta["scenario"]["rates"]
+    assert {r["claim_id"] for r in twin["rows"]} == {"livewyer-2024-istio-p50", "livewyer-2024-istio-p99"}
+    for r in twin["rows"]:
+        assert (r["open_added_ms"] is None) == bool(r["why_none"])
+    report = (tmp_path / "lw" / "report.md").read_text()
+    assert "closed loop, " in report and "rps achieved" in report  # never "0 rps" for a closed loop
+    assert "| none | 0 |" not in report
+    assert "closed loop beside its open-loop twin" in (tmp_path / "lw" / "report.html").read_text()

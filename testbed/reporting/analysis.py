@@ -319,6 +319,14 @@ def _interval(i: stats.Interval | None) -> list[float] | None:
     return None if i is None else [round(i.low, 3), round(i.high, 3)]
 
 
+def load_of(cell: dict[str, Any]) -> str:
+    """How a cell was loaded, in words: `100 rps`, or for a closed loop (filed under rate 0, which is no
+    rate: `testbed.spec.scenario.CLOSED_LOOP_RATE`) what its users achieved."""
+    if cell["rate"] == 0:
+        return f"closed loop, {cell.get('achieved_rate', 0):g} rps achieved"
+    return f"{cell['rate']:g} rps"
+
+
 def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict[str, Any], Any]:
     """The figures of one (mesh, rate), and the bootstrap distribution of its gated percentiles."""
     valid = members[members["valid"]]
@@ -437,7 +445,7 @@ def _warnings(meta: dict[str, Any], cells: list[dict[str, Any]], trials: pd.Data
         out.append(f"{len(invalid)} of {len(trials)} trials are invalid and excluded (listed below)")
     coarse = []
     for c in cells:
-        where = f"{c['mesh']} at {c['rate']:g} rps"
+        where = f"{c['mesh']} at {load_of(c)}"
         n = c["valid_trials"]
         if n == 0:
             out.append(f"{where}: no valid trial; nothing is reported for it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from testbed.reporting.analysis import load_of
 from testbed.reporting.claims import MESH_EQUIVALENTS, Claim
 
 _LATENCY = {"added_p50_ms": "p50", "added_p90_ms": "p90", "added_p99_ms": "p99"}
@@ -54,7 +55,7 @@ def _resource(claim: Claim, cell: dict[str, Any], passes: int) -> tuple[float | 
         return sidecar["vcpu_per_krps"] / passes, how
     if claim.metric == "proxy_mb":
         return per_proxy_mb, f"memory per sidecar, as in the resources ({sidecar['processes']} sidecars)"
-    return per_proxy_mb, f"memory per sidecar at {cell['rate']:g} rps (memory barely scales with rate)"
+    return per_proxy_mb, f"memory per sidecar at {load_of(cell)} (memory barely scales with rate)"
 
 
 def _measured(claim: Claim, cell: dict[str, Any], passes: int) -> tuple[float | None, str]:
@@ -77,9 +78,10 @@ def _differences(
     mesh = cell["mesh"]
     out = [_MESH_NOTES[mesh]] if mesh in _MESH_NOTES else []
     if claim.rate_rps is None:
-        out.append(f"published at saturation or an unstated rate; here {cell['rate']:g} rps")
+        out.append(f"published at saturation or an unstated rate; here {load_of(cell)}")
     elif abs(claim.rate_rps - cell["rate"]) / claim.rate_rps > 0.1:
-        out.append(f"published at {claim.rate_rps:g} rps; here {cell['rate']:g} rps (nearest)")
+        nearest = " (nearest)" if cell["rate"] else ""
+        out.append(f"published at {claim.rate_rps:g} rps; here {load_of(cell)}{nearest}")
     published_on = "an unstated platform" if claim.platform in ("", "unknown") else claim.platform
     out.append(f"published on {published_on}; here on {_PLATFORM_WORDS.get(platform, platform)}")
     per_hop = None
@@ -89,8 +91,11 @@ def _differences(
             f"published: {claim.topology}; here {hops} meshed calls in sequence on the critical "
             f"path ({calls} in all): {per_hop:+.3f} ms per call"
         )
-    if claim.open_loop is False:
+    here_loop = run.get("scenario", {}).get("loop", "open")
+    if claim.open_loop is False and here_loop != "closed":
         out.append("published with a closed-loop load (hides queueing); here open loop")
+    elif claim.open_loop is not False and here_loop == "closed":
+        out.append("published with an open-loop (or unstated) load; here a closed loop, as another publisher")
     here = run.get("scenario", {}).get("connections")
     if claim.connections and here is not None and str(here) != str(claim.connections):
         out.append(f"published with {claim.connections} connections; here {here}")

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
+from testbed.reporting.analysis import load_of
 from testbed.reporting.text import _context, _ms, _pct, memory_label, resource_notes, trial_order
 from testbed.resources import KERNEL, NODE_OVERHEAD
 
@@ -50,7 +51,8 @@ def _spectrum(summary: dict[str, Any], meshes: list[str], rate: float) -> str:
     labels = [f"{100 * (1 - 1 / t):.{max(0, int(math.log10(t)) - 2)}f}%" for t in ticks]
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels, title="percentile")
     fig.update_yaxes(title="service latency (ms)", rangemode="tozero")
-    fig.update_layout(title=f"Latency by percentile at {rate:g} rps (pooled valid trials)")
+    at = "a closed loop" if rate == 0 else f"{rate:g} rps"  # a closed loop's cells are filed under rate 0
+    fig.update_layout(title=f"Latency by percentile at {at} (pooled valid trials)")
     return _div(fig, f"spectrum-{rate:g}")
 
 
@@ -64,7 +66,7 @@ def _overhead(summary: dict[str, Any], meshes: list[str]) -> str | None:
         xs, ys, plus, minus = [], [], [], []
         for name in ("p50", "p99"):
             o = c["overhead"][name]
-            xs.append(f"{name} at {c['rate']:g} rps")
+            xs.append(f"{name} at {load_of(c)}")
             ys.append(o["us"] / 1000)
             ci = o.get("ci_us")
             plus.append((ci[1] - o["us"]) / 1000 if ci else 0)
@@ -124,7 +126,7 @@ def _resources(summary: dict[str, Any]) -> str | None:
         return None
     components = sorted({k for c in cells for k, v in c["resources"].items() if v["processes"] or v["vcpu"]})
     fig = go.Figure()
-    labels = [f"{c['mesh']} {c['rate']:g} rps" for c in cells]
+    labels = [f"{c['mesh']} {load_of(c)}" for c in cells]
     for i, component in enumerate(components):
         fig.add_trace(
             go.Bar(
@@ -155,7 +157,7 @@ def _resources_table(summary: dict[str, Any]) -> str:
             rows.append(
                 [
                     escape(c["mesh"]),
-                    f"{c['rate']:g}",
+                    load_of(c).removesuffix(" rps"),
                     escape(name) + ("<sup>*</sup>" if name in (KERNEL, NODE_OVERHEAD) else ""),
                     str(r["processes"]),
                     f"{r['vcpu']:.3f}",
@@ -167,7 +169,7 @@ def _resources_table(summary: dict[str, Any]) -> str:
             rows.append(
                 [
                     escape(c["mesh"]),
-                    f"{c['rate']:g}",
+                    load_of(c).removesuffix(" rps"),
                     f"<b>the mesh's cost over {escape(summary['baseline'])}</b>",
                     "",
                     "",
@@ -211,7 +213,11 @@ def _summary_table(summary: dict[str, Any]) -> str:
     rows = []
     for c in summary["cells"]:
         lat = c["latency_us"]
-        row = [escape(c["mesh"]), f"{c['rate']:g}", f"{c['valid_trials']}/{c['trials']}"]
+        row = [
+            escape(c["mesh"]),
+            escape(load_of(c).removesuffix(" rps")),
+            f"{c['valid_trials']}/{c['trials']}",
+        ]
         row += [_ms(lat[n]) for n in ("p50", "p90", "p99", "p999", "max")]
         row.append(_ms(c["intended_latency_us"]["p99"]))
         for name in ("p50", "p99"):
@@ -263,9 +269,14 @@ border-left:4px solid #54a24b;padding:.5rem 1rem}.q{color:#b00;font-weight:bold}
 td ul{margin:0;padding-left:1rem}
 """
 
+_LOAD_OPEN = """Load is open-loop: requests leave at their intended times (uniform spacing or Poisson
+arrivals) whatever the responses do, so a stall shows up in the latency instead of slowing the load down."""
+_LOAD_CLOSED = """Load is a <b>closed loop</b>, to reproduce a publisher's method: each user sends its next
+request as soon as the previous answer arrives, so the rate is whatever the system allows and a stall slows
+the load instead of showing in the latency (coordinated omission); there is no intended send time and no
+lateness."""
 _METHOD = """
-<p>Load is open-loop: requests leave at their intended times (uniform spacing or Poisson arrivals) whatever
-the responses do, so a stall shows up in the latency instead of slowing the load down. Latency is the load
+<p>{load} Latency is the load
 generator's service time on the wire (first request byte out to last response byte in), recorded in
 microseconds in HdrHistograms (1 &micro;s to 60 s, 3 significant digits); the latency from the intended send
 time is recorded too. The warm-up is sent but not recorded. {order}</p>
@@ -333,6 +344,7 @@ def render(summary: dict[str, Any]) -> str:
         [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
     )
     method = _METHOD.format(
+        load=_LOAD_CLOSED if run.get("scenario", {}).get("loop") == "closed" else _LOAD_OPEN,
         resamples=summary["resamples"],
         order=escape(trial_order(summary)),
         resources=" ".join(escape(n) for n in resource_notes(summary)),

@@ -71,6 +71,11 @@ def write_report(
 # --- Markdown -------------------------------------------------------------------------------------------
 
 
+def _rate_cell(cell: dict[str, Any]) -> str:
+    """The rate column: the rate, or for a closed loop what it achieved (it had no rate to keep)."""
+    return analysis.load_of(cell).removesuffix(" rps")
+
+
 def markdown(summary: dict[str, Any]) -> str:
     run = summary["run"]
     base = summary["baseline"]
@@ -107,7 +112,7 @@ def markdown(summary: dict[str, Any]) -> str:
             return f"{_ms(min(v))}-{_ms(max(v))}" if v else "n/a"
 
         lines.append(
-            f"| {c['mesh']} | {c['rate']:g} | {c['valid_trials']}/{c['trials']} | {_ms(lat['p50'])} | "
+            f"| {c['mesh']} | {_rate_cell(c)} | {c['valid_trials']}/{c['trials']} | {_ms(lat['p50'])} | "
             f"{rng('p50')} | {_ms(lat['p99'])} | {rng('p99')} | {_ms(lat['p999'])} | {_ms(lat['max'])} | "
             f"{_ms(c['intended_latency_us']['p99'])} | "
             f"{added('p50')} | {added('p99')} |"
@@ -123,7 +128,7 @@ def markdown(summary: dict[str, Any]) -> str:
             if not r["processes"] and not r["vcpu"]:  # the kernel's rest on kind has CPU but no process
                 continue
             lines.append(
-                f"| {c['mesh']} | {c['rate']:g} | {name} | {r['processes']} | {r['vcpu']:.3f} | "
+                f"| {c['mesh']} | {_rate_cell(c)} | {name} | {r['processes']} | {r['vcpu']:.3f} | "
                 f"{r['vcpu_per_krps']:.3f} | {r['mb']:.1f} |"
             )
     # Notes under the table (the rows stay plain table cells, which other tools and tests read).
@@ -136,7 +141,9 @@ def markdown(summary: dict[str, Any]) -> str:
             f"also without {NODE_OVERHEAD} and {KERNEL}):",
             "",
         ]
-        lines += [f"- {c['mesh']} at {c['rate']:g} rps: {cost_text(c['resource_overhead'])}" for c in costs]
+        lines += [
+            f"- {c['mesh']} at {analysis.load_of(c)}: {cost_text(c['resource_overhead'])}" for c in costs
+        ]
     if summary.get("claims"):
         lines += [
             "",

@@ -28,6 +28,7 @@ import pandas as pd
 
 from testbed.errors import ConfigError
 from testbed.reporting import stats
+from testbed.reporting.analysis import load_of
 from testbed.reporting.claims import Claim
 from testbed.spec.setups import UNKNOWN, Setup
 
@@ -166,7 +167,7 @@ def _resource(claim: Claim, cell: dict[str, Any], trials: pd.DataFrame, passes: 
     elif claim.metric == "proxy_mb":
         how = f"peak memory per {component} process, mean of trials"
     else:
-        how = f"peak memory per {component} process at {cell['rate']:g} rps (memory barely scales with rate)"
+        how = f"peak memory per {component} process at {load_of(cell)} (memory barely scales with rate)"
     interval = _bootstrap_mean(values, stats.seed_for(claim.id, cell["mesh"], cell["rate"]))
     return Measured(value=float(np.mean(values)), interval=interval, how=how, rate=cell["rate"])
 
@@ -322,6 +323,137 @@ def reproduction(
     }
 
 
+def _added_ms(
+    summary: dict[str, Any], mesh: str, name: str, rate: float | None = None
+) -> tuple[float | None, list[float] | None]:
+    """A mesh's added service latency at percentile `name` over the baseline in ms, with its interval."""
+    cell = _exact_cell(summary, mesh, rate)
+    o = None if cell is None else cell["overhead"].get(name)
+    if o is None:
+        return None, None
+    ci = o.get("ci_us")
+    return round(o["us"] / 1000, 4), None if ci is None else [round(ci[0] / 1000, 4), round(ci[1] / 1000, 4)]
+
+
+def _exact_cell(summary: dict[str, Any], mesh: str, rate: float | None) -> dict[str, Any] | None:
+    """The mesh's cell at exactly `rate` (None: its only one) when it has valid trials."""
+    cells: list[dict[str, Any]] = summary["cells"]
+    for c in cells:
+        if c["mesh"] == mesh and c["valid_trials"] and (rate is None or c["rate"] == rate):
+            return c
+    return None
+
+
+def _no_figure(summary: dict[str, Any], mesh: str, rate: float) -> str | None:
+    """Why the twin has no figure for `mesh` at `rate`: its (or the baseline's) first invalid trial."""
+    for who in (mesh, "none"):
+        if _exact_cell(summary, who, rate) is None:
+            reasons = [
+                t["reasons"][0]
+                for t in summary.get("invalid_trials", [])
+                if t["mesh"] == who and t["rate"] == rate and t["reasons"]
+            ]
+            return f"no valid trial of {who}" + (f": {reasons[0]}" if reasons else "")
+    return None
+
+
+def _added_intended_ms(summary: dict[str, Any], mesh: str, name: str, rate: float) -> float | None:
+    """The same from the intended send time (open loop only; p50, p99 and p99.9 are kept)."""
+    cell, base = _exact_cell(summary, mesh, rate), _exact_cell(summary, "none", rate)
+    if cell is None or base is None:
+        return None
+    a, b = cell["intended_latency_us"].get(name), base["intended_latency_us"].get(name)
+    return None if a is None or b is None else round((a - b) / 1000, 4)
+
+
+def open_loop_section(
+    *,
+    closed: dict[str, Any],
+    open_: dict[str, Any],
+    claims: Sequence[Claim],
+    meshes: Mapping[str, str],
+    twin_dir: Path,
+) -> dict[str, Any]:
+    """The closed-loop figures beside the open-loop twin's at one common rate, per latency claim.
+
+    Under a closed loop each mesh runs at its own saturation and every user waits for its previous answer,
+    so the added latency mixes what the mesh costs per request with what it costs in throughput (Little's
+    law: latency = users / rate) and hides queueing. The twin sends every mesh at the same rate on
+    schedule: its added service latency is the per-request cost, and from the intended send time it also
+    holds the queueing the closed loop hid. `from_method` is the share of the closed-loop figure that the
+    open loop does not reproduce.
+    """
+    rates = sorted({float(c["rate"]) for c in open_["cells"]})
+    rows = []
+    for claim in claims:
+        if claim.mesh not in meshes or claim.metric not in (*_LATENCY, "added_latency_pct"):
+            continue
+        mesh, name = meshes[claim.mesh], _LATENCY.get(claim.metric, "p50")
+        closed_ms, closed_ci = _added_ms(closed, mesh, name)
+        for rate in rates:
+            open_ms, open_ci = _added_ms(open_, mesh, name, rate)
+            share = round((closed_ms - open_ms) / closed_ms, 3) if closed_ms and open_ms is not None else None
+            rows.append(
+                {
+                    "claim_id": claim.id,
+                    "mesh": mesh,
+                    "percentile": name,
+                    "closed_added_ms": closed_ms,
+                    "closed_interval": closed_ci,
+                    "rate": rate,
+                    "open_added_ms": open_ms,
+                    "open_interval": open_ci,
+                    "open_added_intended_ms": _added_intended_ms(open_, mesh, name, rate),
+                    "from_method": share,
+                    "why_none": None if open_ms is not None else _no_figure(open_, mesh, rate),
+                }
+            )
+    run = open_["run"]
+    return {
+        "run_id": run.get("run_id"),
+        "run_dir": str(twin_dir),
+        "rates_rps": rates,
+        "connections": run.get("scenario", {}).get("connections"),
+        "rows": rows,
+        "note": (
+            "closed loop: each mesh at its own saturation rate, users waiting for answers (Little's law: "
+            "latency = users / rate, queueing hidden); open loop: every mesh at the same rates, the lowest "
+            "a mesh achieved under the closed loop and a lower one, sent on schedule; a mesh without a "
+            "figure at the achieved rate could not carry it on schedule (its queue grew); "
+            "from_method = (closed - open) / closed"
+        ),
+    }
+
+
+def open_loop_table(section: dict[str, Any]) -> str:
+    """The twin's comparison as a Markdown table."""
+    lines = [
+        "| claim | mesh here | added, closed loop (ms) | open loop at | added, open loop (ms) [95% CI] | "
+        "open loop from intended send (ms) | share from the method |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in section.get("rows", []):
+        lines.append("| " + " | ".join(_twin_cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _twin_cells(r: dict[str, Any]) -> list[str]:
+    """One row of the twin's table, as text cells."""
+    ci = r["open_interval"]
+    open_ = _value(r["open_added_ms"]) + (f" [{_value(ci[0])}, {_value(ci[1])}]" if ci else "")
+    if r.get("why_none"):
+        open_ = f"n/a: {r['why_none']}"
+    return [
+        f"{r['claim_id']} ({r['percentile']})",
+        r["mesh"],
+        _value(r["closed_added_ms"]),
+        f"{r['rate']:g} rps",
+        open_,
+        _value(r["open_added_intended_ms"]),
+        "n/a" if r["from_method"] is None else f"{r['from_method']:.0%}",
+    ]
+
+
 def _value(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
@@ -370,6 +502,18 @@ def markdown(document: dict[str, Any]) -> str:
     if document.get("shortened"):
         parts.append(f"**{document['shortened']}**: intervals are wide; run longer for decisions.\n")
     parts += [f"Verdict: {document['tolerance']}.\n", table(document)]
+    twin = document.get("open_loop")
+    if twin:
+        parts.append("## The method: the closed loop beside its open-loop twin\n")
+        if twin.get("run_id"):
+            parts.append(
+                f"Twin run `{twin['run_id']}` ({twin['run_dir']}): every mesh at "
+                f"{' and '.join(f'{r:g}' for r in twin['rates_rps'])} rps over {twin['connections']} "
+                f"connections. {twin['note']}.\n"
+            )
+            parts.append(open_loop_table(twin))
+        else:
+            parts.append(twin["note"] + ".\n")
     measured = [r for r in document["claims"] if r["verdict"] != NOT_MEASURED]
     if measured:
         parts.append("## Differences that remain\n")
@@ -421,6 +565,29 @@ def html_section(document: dict[str, Any]) -> list[str]:
         intro += f" <b>{escape(document['shortened'])}</b>."
     return [
         f"<h2>Reproduction of {escape(document['source_id'])}</h2>",
+        f"<p>{intro}</p>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+        *_open_loop_html(document.get("open_loop")),
+    ]
+
+
+def _open_loop_html(twin: dict[str, Any] | None) -> list[str]:
+    """The closed loop beside its open-loop twin, in the HTML report."""
+    if not twin:
+        return []
+    if not twin.get("run_id"):
+        return [f"<h3>The method: closed loop and open loop</h3><p>{escape(twin['note'])}.</p>"]
+    header = ["claim", "mesh here", "added, closed loop (ms)", "open loop at"]
+    header += ["added, open loop (ms) [95% CI]", "open loop from intended send (ms)", "share from the method"]
+    rows = ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _twin_cells(r)) + "</tr>" for r in twin["rows"]]
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    rates = " and ".join(f"{r:g}" for r in twin["rates_rps"])
+    intro = (
+        f"Twin run <code>{escape(str(twin['run_id']))}</code>: every mesh at {rates} rps over "
+        f"{twin['connections']} connections. {escape(twin['note'])}."
+    )
+    return [
+        "<h3>The method: closed loop beside its open-loop twin</h3>",
         f"<p>{intro}</p>",
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
     ]
