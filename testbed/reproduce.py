@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,10 +51,15 @@ WHY_NOT: dict[str, dict[str, str]] = {
 LOCAL_MAX_RPS = 1000.0
 #: The local platform's shortened runs: enough for a session, say so in reproduction.md.
 LOCAL_TRIALS, LOCAL_DURATION_S, LOCAL_WARMUP_S = 3, 3.0, 1.0
-#: As scenarios/steady.toml: this 2-core VM alone wakes a sleeping process 2-3.5 ms late at p99, and beside
-#: the services and sidecars sends are a few ms late; service latency is timed on the wire, so lateness
-#: loosens the schedule without entering the figures.
-LOCAL_MAX_LATENESS_MS = 8.0
+#: As scenarios/steady.toml (which the kind sessions run too): this 2-core VM alone wakes a sleeping process
+#: 2-3.5 ms late at p99, and beside the services and sidecars (or the kind nodes) sends are a few ms late;
+#: service latency is timed on the wire, so lateness loosens the schedule without entering the figures.
+MAX_LATENESS_MS = 8.0
+#: On Kubernetes, one engine process per this many rps in the loadgen pod (methodology.md: about 2k rps per
+#: process with nothing beside it; half that leaves room for the pod's neighbours), up to the pod's CPU
+#: limit (`testbed.kube.manifests.LOADGEN_RESOURCES`, 2 CPUs); beyond it, --loadgen-workers.
+KUBE_RPS_PER_PROCESS = 1000.0
+KUBE_MAX_PROCESSES = 2
 #: Kubernetes runs where the source states no duration, warm-up or repetitions (kubelet-scraped resources
 #: want 30 s windows: README, `existing`).
 KUBE_TRIALS, KUBE_DURATION_S, KUBE_WARMUP_S = 5, 30.0, 5.0
@@ -191,7 +197,8 @@ def plan(
         trials=n,
         duration_s=duration,
         warmup_s=warmup,
-        max_lateness_ms=LOCAL_MAX_LATENESS_MS if local else None,
+        max_lateness_ms=MAX_LATENESS_MS,
+        processes=1 if local or setup.loop == "closed" else kube_processes(rates),
     )
     workers = setup.proxy_workers if isinstance(setup.proxy_workers, int) else DEFAULT_PROXY_WORKERS
     return Plan(
@@ -236,6 +243,11 @@ def open_twin(plan_: Plan, rate: float) -> Plan:
 def twin_rates(rate: float) -> tuple[float, ...]:
     """The twin's rates: 80% of the achieved rate, then the achieved rate itself (whole rps)."""
     return tuple(dict.fromkeys((max(1.0, float(int(rate * TWIN_LOWER_SHARE))), rate)))
+
+
+def kube_processes(rates: Sequence[float]) -> int:
+    """Engine processes in the loadgen pod for the highest of `rates` (at most the pod's CPU limit)."""
+    return max(1, min(KUBE_MAX_PROCESSES, math.ceil(max(rates, default=0) / KUBE_RPS_PER_PROCESS)))
 
 
 def build(plan_: Plan) -> tuple[Scenario, Topology]:
@@ -289,7 +301,9 @@ def local_sources(setups: Mapping[str, Setup], claims: Sequence[Claim]) -> list[
     ]
 
 
-def write_reproduction(run_dir: Path, plan_: Plan, twin_dir: Path | None = None) -> dict[str, Path]:
+def write_reproduction(
+    run_dir: Path, plan_: Plan, twin_dir: Path | None = None, *, twin_error: str | None = None
+) -> dict[str, Path]:
     """Read the finished run (and its open-loop twin's) back and write reproduction.json and .md."""
     from testbed.reporting import analysis
     from testbed.reporting.reproduce import open_loop_section, reproduction, write
@@ -312,14 +326,16 @@ def write_reproduction(run_dir: Path, plan_: Plan, twin_dir: Path | None = None)
         shortened=plan_.shortened,
     )
     if plan_.setup.loop == "closed":
-        document["open_loop"] = twin or {
-            "run_id": None,
-            "note": "the open-loop twin did not run (no mesh achieved a rate under the closed loop)",
-        }
+        why = (
+            f"the open-loop twin failed: {twin_error}"
+            if twin_error
+            else "the open-loop twin did not run (yet, or no mesh achieved a rate under the closed loop)"
+        )
+        document["open_loop"] = twin or {"run_id": None, "note": why}
     return write(run_dir, document)
 
 
-def describe(plan_: Plan) -> str:
+def describe(plan_: Plan, *, loadgen_workers: int = 1) -> str:
     """One paragraph: what the reproduction runs."""
     s = plan_.scenario
     load = (
@@ -334,12 +350,28 @@ def describe(plan_: Plan) -> str:
         f"meshes {','.join(plan_.run_meshes)}"
         # Only the local Envoy takes them from here; on Kubernetes each mesh's install sets its own.
         + (f", {plan_.proxy_workers} Envoy worker threads" if plan_.platform == "local" else "")
+        + (
+            f"\n  the source ran {plan_.proxy_workers} proxy worker threads; on {plan_.platform} each "
+            f"mesh's install keeps its own ({DEFAULT_PROXY_WORKERS} for Istio's sidecars)"
+            if plan_.platform != "local" and plan_.proxy_workers != DEFAULT_PROXY_WORKERS
+            else ""
+        )
         + (f"; {plan_.shortened}" if plan_.shortened else "")
         + (
             "\n  then its open-loop twin: the same meshes at the lowest rate a mesh achieved and at "
             f"{TWIN_LOWER_SHARE:.0%} of it, over "
             f"{s['users'] * TWIN_CONNECTIONS_PER_USER} connections (how much of the figure is the method)"
             if s.get("loop") == "closed"
+            else ""
+        )
+        + (
+            f"\n  {max(plan_.rates):g} rps is more than {s.get('processes', 1)} engine process(es) in the "
+            f"loadgen pod keep on schedule: add --loadgen-workers "
+            f"{math.ceil(max(plan_.rates) / KUBE_RPS_PER_PROCESS)} (Locust's distributed mode)"
+            if plan_.platform != "local"
+            and s.get("loop") != "closed"
+            and max(plan_.rates, default=0)
+            > KUBE_RPS_PER_PROCESS * max(s.get("processes", 1), loadgen_workers)
             else ""
         )
         + "".join(f"\n  not measured: {cid}: {why}" for cid, why in plan_.unmeasured.items())

@@ -339,3 +339,17 @@ def test_a_short_real_closed_loop_reproduction_runs_its_open_loop_twin(tmp_path:
     assert "closed loop, " in report and "rps achieved" in report  # never "0 rps" for a closed loop
     assert "| none | 0 |" not in report
     assert "closed loop beside its open-loop twin" in (tmp_path / "lw" / "report.html").read_text()
+
+
+def test_kubernetes_reproductions_size_the_generator_to_the_rate() -> None:
+    """3200 rps on kind: two engine processes in the loadgen pod, 8 ms lateness, and the hint to add workers."""
+    setups, claims = reproduce.sources()
+    plan = reproduce.plan("arxiv-2411.02267", "kind", setups=setups, claims=claims)
+    assert plan.scenario["processes"] == 2 and plan.scenario["max_lateness_ms"] == 8.0
+    assert "add --loadgen-workers 4" in reproduce.describe(plan)
+    assert "--loadgen-workers" not in reproduce.describe(plan, loadgen_workers=4)
+    small = reproduce.plan("istio-docs-1.20", "kind", setups=setups, claims=claims)
+    assert "processes" not in small.scenario  # 1,000 rps: one process
+    assert "--loadgen-workers" not in reproduce.describe(small)
+    local = reproduce.plan("istio-docs-1.20", "local", setups=setups, claims=claims)
+    assert "processes" not in local.scenario and local.scenario["max_lateness_ms"] == 8.0

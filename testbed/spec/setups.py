@@ -245,6 +245,7 @@ def scenario_data(
     duration_s: float,
     warmup_s: float,
     max_lateness_ms: float | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """The scenario (as its TOML keys) that loads the topology as the publisher did.
 
@@ -271,6 +272,8 @@ def scenario_data(
             data["new_connection"] = True
     if max_lateness_ms is not None:
         data["max_lateness_ms"] = max_lateness_ms
+    if processes > 1:
+        data["processes"] = processes
     return data
 
 
