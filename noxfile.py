@@ -45,6 +45,18 @@ def bench_local(session: nox.Session) -> None:
     session.run("testbed", "run", "--platform", "local", "--mesh", "none,envoy", *args)
 
 
+@nox.session(name="bench-capacity", python=PYTHON, tags=["bench"])
+def bench_capacity(session: nox.Session) -> None:
+    """The highest rate no mesh and Envoy sidecars each sustain within a p99 objective, on the local
+    platform (scenarios/capacity.toml: within 10 minutes on 2 cores), then the report with Envoy's share."""
+    session.install("-e", ".")
+    # Options after `--` come last: a `--scenario` there replaces this one (argparse keeps the last).
+    session.run(
+        "testbed", "run", "--platform", "local", "--mesh", "none,envoy", "--scenario", "capacity",
+        *session.posargs,
+    )  # fmt: skip
+
+
 @nox.session(name="bench-report", python=PYTHON, tags=["bench"])
 def bench_report(session: nox.Session) -> None:
     """`testbed report` on 50 synthetic trials of 1M requests each: wall time and peak memory."""
@@ -111,6 +123,8 @@ def lock_image(session: nox.Session) -> None:
 
 
 def _bench_kind(session: nox.Session, meshes: str) -> None:
+    """`testbed run` on kind with `steady`; `nox -s bench-X -- --scenario capacity` searches each mesh's
+    capacity instead (the options after `--` come last, and argparse keeps the last `--scenario`)."""
     session.install("-e", ".")
     session.run(
         "testbed", "run", "--platform", "kind", "--mesh", meshes, "--scenario", "steady", *session.posargs

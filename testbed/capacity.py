@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,8 @@ from testbed.spec.trials import load_argv
 
 SCHEMA = "testbed.capacity/1"
 
-Verdict = Literal["pass", "slo", "errors", "generator"]
+#: `failed`: the trial itself failed (a process died, a pod restarted: `TrialFailed`), in `testbed run` only.
+Verdict = Literal["pass", "slo", "errors", "generator", "failed"]
 Phase = Literal["step", "bisect", "confirm", "done"]
 
 #: Quiet time after a failed probe: a target left with a queue by an overload drains before the next probe.
@@ -131,7 +133,8 @@ def _after_confirm(state: State, passed: bool, policy: Policy) -> State:
         return dataclasses.replace(state, confirmed=confirmed)
     if sum(confirmed) * 2 > len(confirmed):
         return State(phase="done", rate=state.rate, lo=state.rate, hi=state.hi, confirmed=confirmed)
-    return _lower(state.rate * (1 - policy.resolution), state, "confirm", policy)
+    # Rounded as the bisection's rates are: 0.1 rps is far below any resolution.
+    return _lower(round(state.rate * (1 - policy.resolution), 1), state, "confirm", policy)
 
 
 def _lower(rate: float, failed: State, phase: Phase, policy: Policy) -> State:
@@ -226,16 +229,20 @@ def classify(result: Mapping[str, Any], objective: Objective, config: LoadConfig
         ),
         (p99_ms > objective.slo_p99_ms, "slo", f"service p99 {p99_ms:.2f} ms > {objective.slo_p99_ms:g} ms"),
         # Within the objective, but the rate was not delivered as scheduled.
-        (
-            not result["valid"],
-            "generator",
-            "; ".join(result["invalid_reasons"]) + (" (raise --connections)" if pool_full else ""),
-        ),
+        (not result["valid"], "generator", _invalid_reason(result["invalid_reasons"], pool_full)),
     ]
     for holds, verdict, reason in checks:
         if holds:
             return verdict, reason
     return "pass", f"service p99 {p99_ms:.2f} ms <= {objective.slo_p99_ms:g} ms"
+
+
+def _invalid_reason(reasons: Sequence[str], pool_full: bool) -> str:
+    """Why the engine called the trial invalid, with the remedy when every connection was busy (said once:
+    the engine's own reason may say it already)."""
+    text = "; ".join(reasons)
+    hint = "(raise --connections)"
+    return f"{text} {hint}" if pool_full and hint not in text else text
 
 
 def probe_from_result(
@@ -259,6 +266,32 @@ def probe_from_result(
         valid=result["valid"],
         invalid_reasons=tuple(result["invalid_reasons"]),
     )
+
+
+def failed_probe(rate: float, phase: str, cause: str) -> Probe:
+    """A probe whose trial failed (`TrialFailed` in `testbed run`): it fails, with its cause, and measured
+    nothing; a target that falls over at a rate does not sustain it."""
+    return Probe(rate=rate, phase=phase, verdict="failed", reason=cause, valid=False)
+
+
+def expected_probes(policy: Policy) -> int:
+    """A guess of a whole search's probes, before any is run (a progress display's total, never a plan):
+    a few steps, a bisection of one doubling down to the resolution, and the repeats."""
+    return 4 + math.ceil(math.log2(1 / policy.resolution)) + policy.repeats
+
+
+def remaining(state: State, policy: Policy) -> int:
+    """How many more probes the search needs at least if nothing it has not seen yet fails (a guess too:
+    a failed repeat steps the answer down and confirms again)."""
+    if state.phase == "done":
+        return 0
+    if state.phase == "confirm":
+        return policy.repeats - len(state.confirmed)
+    if state.phase == "bisect" and state.lo and state.hi:
+        return max(1, math.ceil(math.log2((state.hi - state.lo) / (state.lo * policy.resolution)))) + (
+            policy.repeats
+        )
+    return 1 + math.ceil(math.log2(1 / policy.resolution)) + policy.repeats
 
 
 def limited_by(probes: Sequence[Probe], answer: float | None) -> str:
@@ -344,7 +377,13 @@ def measure(
 
 
 def document(
-    outcome: Outcome, objective: Objective, policy: Policy, template: LoadConfig, *, started_at: str
+    outcome: Outcome,
+    objective: Objective,
+    policy: Policy,
+    template: LoadConfig,
+    *,
+    started_at: str,
+    probe: str = "testbed load in a child process",
 ) -> dict[str, Any]:
     """The `testbed.capacity/1` JSON document."""
     answer = outcome.max_rate_rps
@@ -369,10 +408,11 @@ def document(
             "processes": template.processes,
             "arrival": template.arrival,
             "max_lateness_ms": template.limits.max_lateness_p99_ms,
-            "probe": "testbed load in a child process",
+            "probe": probe,
         },
         "probes": [p.to_dict() for p in outcome.probes],
-        # The latency/throughput curve: offered rate, achieved rate and service latency, by rate.
+        # The latency/throughput curve: offered rate, achieved rate and service latency, by rate (a probe
+        # whose trial failed measured nothing).
         "points": [
             {
                 "rate": p.rate,
@@ -382,6 +422,7 @@ def document(
                 "verdict": p.to_dict()["verdict"],
             }
             for p in sorted(outcome.probes, key=lambda p: p.rate)
+            if p.verdict != "failed"
         ],
         "testbed_version": __version__,
         "started_at": started_at,

@@ -40,10 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser(
         "load",
         help="one load trial against a URL (open loop; --loop closed as the publishers measured)",
-        description="Send requests at a constant rate (open loop) and record latency in microseconds; "
-        "--loop closed sends as fast as --users concurrent users get answers (the publishers' method).",
+        description="Send requests at a constant rate or along a --profile (open loop) and record latency "
+        "in microseconds; --loop closed sends as fast as --users concurrent users get answers (the "
+        "publishers' method).",
     )
     load.add_argument("url", help="target, e.g. http://127.0.0.1:8080/")
+    load.add_argument(
+        "--profile",
+        default=None,
+        metavar="ARG",
+        help="open-loop rate over time instead of --rate and --duration: steps:100@5,200@5 | "
+        "ramp:from=50,to=300,duration=20 | spike:base=100,multiple=3,at=10,burst=2,duration=30",
+    )
     load.add_argument(
         "--rate", type=float, default=None, help="requests per second (all processes together); open loop"
     )
@@ -61,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a new TCP connection for every request, closed after its answer (no keep-alive)",
     )
-    load.add_argument("--duration", type=float, required=True, help="measured seconds, after the warm-up")
+    load.add_argument(
+        "--duration", type=float, default=None, help="measured seconds, after the warm-up (or --profile)"
+    )
     load.add_argument("--warmup", type=float, default=5.0, help="seconds sent but not recorded (default 5)")
     load.add_argument(
         "--tail",
@@ -317,12 +327,26 @@ def cmd_load(args: argparse.Namespace) -> int:
                 "each of the --users sends as soon as "
                 "its previous answer arrives, on a connection of its own"
             )
+    profile = None
+    if args.profile is not None:
+        from testbed.loadgen.profile import parse_arg
+
+        profile = parse_arg(args.profile)
     elif args.loop == "open" and args.rate is None:
-        raise UsageError("--rate is required (requests per second), or give --loop closed --users N")
+        raise UsageError(
+            "--rate is required (requests per second), or give --profile ARG, or --loop closed --users N"
+        )
+    rate, duration = args.rate, args.duration
+    if profile is not None:  # the profile sets both; given as well, they must agree (`LoadConfig`)
+        rate = profile.peak_rps if rate is None else rate
+        duration = profile.duration_s if duration is None else duration
+    if duration is None:
+        raise UsageError("--duration is required (measured seconds after the warm-up), or give --profile")
     config = LoadConfig(
         url=args.url,
-        rate=args.rate or 0.0,
-        duration_s=args.duration,
+        rate=rate or 0.0,
+        duration_s=duration,
+        profile=profile,
         warmup_s=args.warmup,
         tail_s=args.tail,
         connections=16 if args.connections is None else args.connections,
@@ -352,6 +376,13 @@ def cmd_load(args: argparse.Namespace) -> int:
             f"{intended}{verdict(result)}",
             file=sys.stderr,
         )
+        for segment in result["segments"] if len(result["segments"]) > 1 else []:
+            state = "valid" if segment["valid"] else "INVALID: " + "; ".join(segment["invalid_reasons"])
+            print(
+                f"  {segment['label']}: {segment['completed']} requests at {segment['achieved_rps']:g} rps; "
+                f"service p99 {segment['latency_us']['service']['p99']} us; {state}",
+                file=sys.stderr,
+            )
         print(f"wrote {target}", file=sys.stderr)
     return 0
 
@@ -503,13 +534,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         max_failures=args.max_failures,
     )
-    print(reproduce.describe(plan), flush=True)
+    print(reproduce.describe(plan, loadgen_workers=getattr(args, "loadgen_workers", 1)), flush=True)
     if args.dry_run:
         print(dry_run(options), end="")
         return 0
     run_dir = execute(options)
-    twin_dir = _open_twin(plan, options, run_dir) if plan.setup.loop == "closed" else None
-    paths = reproduce.write_reproduction(run_dir, plan, twin_dir)
+    paths = reproduce.write_reproduction(run_dir, plan)  # kept even if the twin below fails
+    if plan.setup.loop == "closed":
+        try:
+            twin_dir = _open_twin(plan, options, run_dir)
+        except TestbedError as e:
+            print(f"testbed: the open-loop twin failed: {e.message}", file=sys.stderr)
+            paths = reproduce.write_reproduction(run_dir, plan, twin_error=e.message)
+        else:
+            paths = reproduce.write_reproduction(run_dir, plan, twin_dir)
     report = write_report(run_dir)  # after reproduction.json: the report shows the same section
     print(paths["markdown"].read_text())
     for kind, path in {f"reproduction {k}": v for k, v in paths.items()}.items() | report.items():

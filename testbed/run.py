@@ -7,6 +7,7 @@ run.json says how the run ended.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,15 +16,32 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
 from testbed import __version__, proc
+from testbed.capacity import (
+    PAUSE_AFTER_FAIL_S,
+    Objective,
+    Outcome,
+    Policy,
+    Probe,
+    State,
+    advance,
+    document,
+    expected_probes,
+    failed_probe,
+    limited_by,
+    probe_from_result,
+    remaining,
+    start,
+)
 from testbed.errors import Interrupted, TestbedError, TrialFailed
+from testbed.loadgen.config import LoadConfig
 from testbed.loadgen.result import verdict
 from testbed.platforms import Platform
 from testbed.progress import Progress
-from testbed.spec.scenario import Scenario
+from testbed.spec.scenario import CLOSED_LOOP_RATE, CapacitySpec, Scenario
 from testbed.spec.topology import Topology
 from testbed.spec.trials import Trial, load_config, plan_trials
 
@@ -109,16 +127,26 @@ def execute(options: RunOptions) -> Path:
     if run_dir.exists():
         raise TestbedError(f"{run_dir} exists already: choose another --run-id or --out")
     meta = _meta(options, run_id, len(trials))
+    spec = options.scenario.capacity
+    capacity = spec is not None
+    if spec is not None:  # the search chooses the rates: its probes are counted as they are run
+        meta["planned_trials"] = None
     _write_json(run_dir / "run.json", meta)
-    print(f"run {run_id}: {len(trials)} trials -> {run_dir}", flush=True)
+    planned = (
+        f"a capacity search per mesh ({', '.join(options.meshes)})" if capacity else f"{len(trials)} trials"
+    )
+    print(f"run {run_id}: {planned} -> {run_dir}", flush=True)
     session = platform.session(run_dir) if isinstance(platform, KeepsClusters) else contextlib.nullcontext()
     commands = proc.log_commands_to(run_dir / "work" / "commands.log")
-    progress = Progress(len(trials), live=False if proc.QUIET else None)
+    total = _capacity_total(options) if capacity else len(trials)
+    progress = Progress(total, live=False if proc.QUIET else None)
     try:
         last = {trial.mesh: number for number, trial in enumerate(trials, 1)}
         tally = _Tally()
         with commands, session, progress:
-            for number, trial in enumerate(trials, 1):
+            if capacity:
+                _capacity_run(options, run_dir=run_dir, meta=meta, progress=progress)
+            for number, trial in enumerate(() if capacity else trials, 1):
                 _one_trial(
                     options,
                     trial,
@@ -164,7 +192,13 @@ def _meta(options: RunOptions, run_id: str, planned: int) -> dict[str, Any]:
         "meshes": list(options.meshes),
         "baseline": "none" if "none" in options.meshes else None,
         "scenario": {k: v for k, v in vars(scenario).items() if k != "source"}
-        | {"rates": list(scenario.rates)},
+        | {
+            "rates": list(scenario.rates),
+            # JSON, not the objects: the profile as in result.json (`Profile.to_dict`), the search's settings.
+            "profile": None if scenario.profile is None else scenario.profile.to_dict(),
+            "capacity": None if scenario.capacity is None else dataclasses.asdict(scenario.capacity),
+            "profile_kind": scenario.profile_kind,
+        },
         "topology": {
             "name": topology.name,
             "entry": topology.entry,
@@ -195,9 +229,15 @@ def dry_run(options: RunOptions) -> str:
     platform.check_meshes(options.meshes)
     trials = _trials(options)
     run_dir = options.out / _run_id(options)
+    if scenario.profile is not None:  # one rate slot, the peak: the profile says what the window sends
+        load = f"profile {scenario.profile.to_arg()} (peak {scenario.profile.peak_rps:g} rps)"
+    elif scenario.capacity is not None:
+        load = f"capacity search, service p99 objective {scenario.capacity.slo_p99_ms:g} ms"
+    else:
+        load = f"rates {', '.join(f'{r:g}' for r in scenario.rates)} rps"
     header = (
         f"run {run_dir.name}: {len(trials)} trials -> {run_dir}\n"
-        f"scenario {scenario.name}: rates {', '.join(f'{r:g}' for r in scenario.rates)} rps, "
+        f"scenario {scenario.name}: {load}, "
         f"{scenario.trials} trial(s) each, {scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s; "
         f"topology {options.topology.name} (entry {options.topology.entry})\n"
         "dry run: nothing below is run\n"
@@ -210,6 +250,8 @@ def dry_run(options: RunOptions) -> str:
 
 
 def _trials(options: RunOptions) -> tuple[Trial, ...]:
+    if options.scenario.capacity is not None:  # what --dry-run can show of a search: its first probes
+        return capacity_first_probes(options)
     by_mesh = isinstance(options.platform, KeepsClusters) and options.platform.one_mesh_at_a_time
     return plan_trials(options.scenario, options.meshes, by_mesh=by_mesh)
 
@@ -287,17 +329,241 @@ def _write_failed(options: RunOptions, trial: Trial, run_dir: Path, error: Trial
     _write_json(run_dir / trial.path / "failed.json", record | error.failure)
 
 
+def _at(trial: Trial) -> str:
+    """The trial's rate, or `closed loop` (its trials are filed under rate 0: `CLOSED_LOOP_RATE`)."""
+    return "closed loop" if trial.rate == CLOSED_LOOP_RATE else f"{trial.rate:>6g} rps"
+
+
 def _failed_line(number: int, total: int, trial: Trial, cause: str) -> str:
-    return f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: FAILED: {cause}"
+    return f"[{number}/{total}] {trial.mesh:>6} {_at(trial)} trial {trial.index}: FAILED: {cause}"
 
 
 def _skipped_line(number: int, total: int, trial: Trial, why: str) -> str:
-    return f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: skipped: {why}"
+    return f"[{number}/{total}] {trial.mesh:>6} {_at(trial)} trial {trial.index}: skipped: {why}"
 
 
 def _one_line(number: int, total: int, trial: Trial, result: dict[str, Any]) -> str:
     service = result["latency_us"]["service"]
     return (
-        f"[{number}/{total}] {trial.mesh:>6} {trial.rate:>6g} rps trial {trial.index}: "
+        f"[{number}/{total}] {trial.mesh:>6} {_at(trial)} trial {trial.index}: "
         f"p50 {service['p50'] / 1000:.3f} ms, p99 {service['p99'] / 1000:.3f} ms, {verdict(result)}"
+    )
+
+
+# --- capacity: `profile = "capacity"`, the search of testbed/capacity.py per mesh --------------------------
+
+#: Each mesh's search, beside its probes: RUN_DIR/<mesh>/capacity.json (`testbed.capacity/1`).
+CAPACITY_FILE = "capacity.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeTrial:
+    """One probe of a mesh's capacity search, as a trial: its rate, its phase and where its files go."""
+
+    mesh: str
+    rate: float
+    phase: str
+    number: int  # 1-based, within the mesh's search
+
+    @property
+    def path(self) -> PurePosixPath:
+        """`<mesh>/capacity/<NN>-<phase>-<rate>rps`: apart from the `<mesh>/<rate>/trial-<k>` reports pool."""
+        return PurePosixPath(self.mesh, "capacity", f"{self.number:02d}-{self.phase}-{self.rate:g}rps")
+
+
+@dataclass
+class _Search:
+    """One mesh's search as it goes: where it is, its probes, and how it ended."""
+
+    mesh: str
+    state: State
+    started_at: str
+    probes: list[Probe] = field(default_factory=list)
+    target_url: str = ""
+    #: running, complete, stopped (`--max-failures` failed probes in a row), interrupted or failed (an error)
+    status: str = "running"
+    cause: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state.phase == "done"
+
+
+def capacity_first_probes(options: RunOptions) -> tuple[Trial, ...]:
+    """The first probe of each mesh's search (at `start_rps`): all that is known of a capacity run before it
+    runs, since the search chooses every later rate from what the probes measured (`--dry-run` shows it)."""
+    spec = options.scenario.capacity
+    assert spec is not None
+    return tuple(Trial(mesh=mesh, rate=spec.start_rps, index=1) for mesh in options.meshes)
+
+
+def capacity_search(spec: CapacitySpec) -> tuple[Objective, Policy]:
+    """The scenario's `profile = "capacity"` keys as the search's objective and policy."""
+    objective = Objective(slo_p99_ms=spec.slo_p99_ms, max_error_rate=spec.max_error_rate)
+    policy = Policy(
+        start_rate=spec.start_rps, max_rate=spec.max_rps, resolution=spec.resolution, repeats=spec.repeats
+    )
+    return objective, policy
+
+
+def capacity_config(scenario: Scenario, probe: ProbeTrial, target_url: str) -> LoadConfig:
+    """A probe's `testbed load` configuration: the scenario's trial at the probe's rate, with the search's
+    error limit as the trial's (else a trial within `max_error_rate` but over 1% would be invalid)."""
+    assert scenario.capacity is not None
+    config = load_config(scenario, Trial(mesh=probe.mesh, rate=probe.rate, index=probe.number), target_url)
+    limits = dataclasses.replace(config.limits, max_error_fraction=scenario.capacity.max_error_rate)
+    return dataclasses.replace(config, limits=limits)
+
+
+def _capacity_total(options: RunOptions) -> int:
+    assert options.scenario.capacity is not None
+    return len(options.meshes) * expected_probes(capacity_search(options.scenario.capacity)[1])
+
+
+def _capacity_run(options: RunOptions, *, run_dir: Path, meta: dict[str, Any], progress: Progress) -> None:
+    """Each mesh in turn (the baseline first, as given): its search to the end, then its capacity.json."""
+    assert options.scenario.capacity is not None
+    policy = capacity_search(options.scenario.capacity)[1]
+    for position, mesh in enumerate(options.meshes):
+        search = _Search(mesh=mesh, state=start(policy), started_at=_now())
+        later = (len(options.meshes) - position - 1) * expected_probes(policy)
+        try:
+            _capacity_mesh(options, search, run_dir=run_dir, meta=meta, progress=progress, later=later)
+        except KeyboardInterrupt:
+            search.status = "interrupted"
+            raise
+        except TestbedError as e:
+            search.status, search.cause = "failed", e.message
+            raise
+        finally:  # what was measured is kept, whatever ended the search
+            _write_json(run_dir / mesh / CAPACITY_FILE, capacity_document(options, search))
+        if isinstance(options.platform, KeepsClusters):
+            options.platform.release(mesh)
+
+
+def _capacity_mesh(
+    options: RunOptions,
+    search: _Search,
+    *,
+    run_dir: Path,
+    meta: dict[str, Any],
+    progress: Progress,
+    later: int,
+) -> None:
+    """One mesh's search: deploy, probe until the search is done; a failed probe's deployment is replaced."""
+    assert options.scenario.capacity is not None
+    policy = capacity_search(options.scenario.capacity)[1]
+    failed_in_a_row = 0
+    deployments = 0
+    while not search.done:
+        deployments += 1
+        workdir = run_dir / "work" / search.mesh / "capacity" / f"deployment-{deployments}"
+        with options.platform.deploy(options.topology, search.mesh, workdir) as deployment:
+            search.target_url = deployment.target_url
+            while not search.done:
+                probe = _capacity_probe(
+                    options, search, deployment, run_dir=run_dir, meta=meta, progress=progress
+                )
+                search.probes.append(probe)
+                search.state = advance(search.state, probe.passed, policy)
+                meta["finished_trials"] += 1
+                _write_json(run_dir / "run.json", meta)
+                # After every probe: an interrupted run keeps each probe in its mesh's document too.
+                _write_json(run_dir / search.mesh / CAPACITY_FILE, capacity_document(options, search))
+                progress.total = progress.done + remaining(search.state, policy) + later
+                if probe.verdict != "failed":
+                    failed_in_a_row = 0
+                    if not probe.passed:  # a target left with a queue by an overload drains first
+                        time.sleep(PAUSE_AFTER_FAIL_S)
+                    continue
+                failed_in_a_row += 1
+                if failed_in_a_row >= options.max_failures:
+                    search.status = "stopped"
+                    search.cause = (
+                        f"{failed_in_a_row} consecutive failed probes of {search.mesh} "
+                        f"(--max-failures {options.max_failures}); the last: {probe.reason}"
+                    )
+                    meta["failures"].append(
+                        {"path": f"{search.mesh}/capacity", "mesh": search.mesh, "rate": None, "trial": None}
+                        | {"status": "skipped", "cause": f"the capacity search stopped: {search.cause}"}
+                    )
+                    return
+                break  # a process died or a pod restarted: the next probe gets a fresh deployment
+    search.status = "complete"
+
+
+def _capacity_probe(
+    options: RunOptions,
+    search: _Search,
+    deployment: Any,
+    *,
+    run_dir: Path,
+    meta: dict[str, Any],
+    progress: Progress,
+) -> Probe:
+    """One probe as a trial through the platform: result.json, or failed.json and a failed probe."""
+    assert options.scenario.capacity is not None
+    objective = capacity_search(options.scenario.capacity)[0]
+    state, mesh = search.state, search.mesh
+    where = ProbeTrial(mesh=mesh, rate=state.rate, phase=state.phase, number=len(search.probes) + 1)
+    config = capacity_config(options.scenario, where, deployment.target_url)
+    progress.start_trial(progress.done + 1, mesh, where.rate, where.number)
+    time.sleep(options.scenario.cooldown_s)
+    trial_dir = run_dir / where.path
+    try:
+        result = options.platform.measure(deployment, config, trial_dir)
+    except TrialFailed as e:
+        record = {"schema": FAILED_SCHEMA, "mesh": mesh, "rate": where.rate, "trial": where.number}
+        record |= {"phase": where.phase, "platform": options.platform.name, "status": "failed"}
+        _write_json(trial_dir / "failed.json", record | {"cause": e.message} | e.failure)
+        meta["failures"].append(
+            {"path": str(where.path), "mesh": mesh, "rate": where.rate, "trial": where.number}
+            | {"status": "failed", "cause": e.message}
+        )
+        probe = dataclasses.replace(
+            failed_probe(where.rate, where.phase, e.message),
+            result=f"{where.path.relative_to(mesh)}/failed.json",
+        )
+    else:
+        result |= {"mesh": mesh, "trial": where.number, "platform": options.platform.name}
+        result["capacity_probe"] = {"phase": where.phase, "number": where.number}
+        _write_json(trial_dir / "result.json", result)
+        probe = probe_from_result(where.rate, where.phase, result, objective, config)
+        probe = dataclasses.replace(probe, result=f"{where.path.relative_to(mesh)}/result.json")
+    progress.finish_trial(_probe_line(progress.done + 1, where, probe))
+    return probe
+
+
+def capacity_document(options: RunOptions, search: _Search) -> dict[str, Any]:
+    """A mesh's capacity.json: the `testbed.capacity/1` document of `testbed capacity`, plus the mesh, the
+    platform and how the search ended; an unfinished search has no answer."""
+    assert options.scenario.capacity is not None
+    objective, policy = capacity_search(options.scenario.capacity)
+    answer = search.state.answer
+    outcome = Outcome(
+        max_rate_rps=answer, probes=tuple(search.probes), limited_by=limited_by(search.probes, answer)
+    )
+    first = ProbeTrial(mesh=search.mesh, rate=policy.start_rate, phase="step", number=1)
+    template = capacity_config(options.scenario, first, search.target_url)
+    how = f"a trial through the {options.platform.name} platform (testbed run)"
+    doc = document(outcome, objective, policy, template, started_at=search.started_at, probe=how)
+    doc |= {"mesh": search.mesh, "platform": options.platform.name, "status": search.status}
+    if search.status != "complete":
+        doc |= {
+            "max_rate_rps": None,
+            "limited_by": None,
+            "note": f"no answer: the search is {search.status} after {len(search.probes)} probe(s)"
+            + (f": {search.cause}" if search.cause else ""),
+        }
+    if search.cause:
+        doc["cause"] = search.cause
+    return doc
+
+
+def _probe_line(number: int, where: ProbeTrial, probe: Probe) -> str:
+    outcome = "pass" if probe.passed else f"fail ({probe.verdict})"
+    measured = "" if probe.verdict == "failed" else f"p50 {probe.p50_ms:.3f} ms, p99 {probe.p99_ms:.3f} ms, "
+    return (
+        f"[{number}] {where.mesh:>6} {where.rate:>6g} rps probe {where.number} ({where.phase}): "
+        f"{measured}{outcome}: {probe.reason}"
     )

@@ -66,9 +66,12 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "an array": (lambda p: p.write_text("[1, 2]"), "not a JSON object (a JSON array)"),
     "wrong schema": (
         _edit(lambda r: r.update(schema="testbed.other/2")),
-        "schema is 'testbed.other/2', not 'testbed.load/1'",
+        "schema is 'testbed.other/2', not 'testbed.load/1' or 'testbed.load/2'",
     ),
-    "no schema": (_edit(lambda r: r.pop("schema")), "no schema (expected 'testbed.load/1')"),
+    "no schema": (
+        _edit(lambda r: r.pop("schema")),
+        "no schema (expected 'testbed.load/1' or 'testbed.load/2')",
+    ),
     "no histogram": (_edit(lambda r: r["hdr"].pop("service")), "missing field(s) hdr.service"),
     "no mesh, no p99": (
         _edit(lambda r: (r.pop("mesh"), r["latency_us"]["service"].pop("p99"))),

@@ -9,6 +9,7 @@ import pytest
 
 from testbed.errors import TestbedError
 from testbed.kube import health
+from testbed.kube.manifests import WORKER_NAME, loadgen_workers
 
 PODS = Path(__file__).parent / "fixtures" / "kind-trial-pods"
 
@@ -135,6 +136,26 @@ def test_a_load_generator_worker_that_exited_0_when_its_master_quit_is_no_proble
     crashed = quit_ | {"lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}
     after = _with_pod("loadgen-66b8f4c9d7-gvzgc", {"containerStatuses": [crashed]}, rename=worker)
     assert [p.kind for p in health.problems(before, after)] == ["restarted"]
+    # One that crashed and then quit: 2 restarts, the last exit 0 (`lastState` holds only the last one).
+    twice = quit_ | {"restartCount": status.get("restartCount", 0) + 2}
+    after = _with_pod("loadgen-66b8f4c9d7-gvzgc", {"containerStatuses": [twice]}, rename=worker)
+    (found,) = health.problems(before, after)
+    assert (found.kind, found.details["restarts"], found.details["exit_code"]) == ("restarted", 2, 0)
+
+
+def test_the_terminating_worker_fixture_is_shaped_as_the_manifest_makes_it() -> None:
+    """Its container name and grace period are those of `testbed.kube.manifests.loadgen_workers`."""
+    deployment = next(o for o in loadgen_workers(1, image="testbed:0") if o["kind"] == "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (pod,) = [
+        p
+        for p in json.loads(read("none-old-worker-terminating"))["items"]
+        if p["metadata"]["name"].startswith(f"{WORKER_NAME}-")
+    ]
+    assert [c["name"] for c in pod["status"]["containerStatuses"]] == [
+        c["name"] for c in pod_spec["containers"]
+    ]
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == pod_spec["terminationGracePeriodSeconds"]
 
 
 def test_a_pod_already_failed_before_the_trial_is_not_the_trials_fault() -> None:
@@ -143,6 +164,47 @@ def test_a_pod_already_failed_before_the_trial_is_not_the_trials_fault() -> None
     assert health.problems(stale, stale) == []
     # One that fails during the trial is.
     assert [p.kind for p in health.problems(read("none"), stale)] == ["not-running"]
+
+
+def test_a_pod_not_yet_running_before_the_trial_is_judged_at_its_end() -> None:
+    """Only a pod that has ended (Failed, Succeeded) is left out: a Pending one must be Running at the end."""
+    pending = _with_pod("pricing-6d4b9c7f5b-q5jn6", {"phase": "Pending"})
+    assert [p.message for p in health.problems(pending, pending)] == [
+        "pod pricing-6d4b9c7f5b-q5jn6 is Pending, not Running"
+    ]
+    assert health.problems(pending, read("none")) == []  # Running and ready by the end
+
+
+def test_the_read_before_the_load_is_judged_for_readiness() -> None:
+    """On kind the trials share the pods: one still recovering from the last trial is not measured."""
+    assert health.not_ready_before(read("none")) == []
+    assert health.not_ready_before(read("linkerd")) == []  # a Completed one-shot init container is fine
+    # A replacement still starting: Pending, or Running with its container not ready yet.
+    pending = _with_pod("pricing-6d4b9c7f5b-q5jn6", {"phase": "Pending"})
+    assert [(p.kind, p.pod) for p in health.not_ready_before(pending)] == [
+        ("not-running", "pricing-6d4b9c7f5b-q5jn6")
+    ]
+    assert [(p.kind, p.pod, p.container) for p in health.not_ready_before(read("none-pricing-replaced"))] == [
+        ("not-ready", "pricing-6d4b9c7f5b-x7k2m", "app")
+    ]
+    crashloop = health.not_ready_before(read("linkerd-proxy-crashloop"))
+    assert [p.message for p in crashloop] == [
+        "container linkerd-proxy of pod frontend-7c9d8b6f4d-qgv6d is not ready (CrashLoopBackOff)"
+    ]
+    # Left out: a pod that has ended (an earlier eviction), one being deleted, a load generator worker.
+    evicted = {"phase": "Failed", "reason": "Evicted"}
+    assert health.not_ready_before(_with_pod("pricing-6d4b9c7f5b-q5jn6", evicted)) == []
+    assert health.not_ready_before(_with_pod("pricing-6d4b9c7f5b-q5jn6", {"phase": "Succeeded"})) == []
+    assert health.not_ready_before(read("none-old-worker-terminating")) == []
+    worker = _with_pod(
+        "pricing-6d4b9c7f5b-q5jn6", {"phase": "Pending"}, rename=f"{WORKER_NAME}-5d8f7c9b6d-x2x8z"
+    )
+    assert health.not_ready_before(worker) == []
+    # A mesh's pod is named NS/POD.
+    document = json.loads(read("mesh-istio-system"))
+    document["items"][0]["status"]["containerStatuses"][0]["ready"] = False
+    (found,) = health.not_ready_before(json.dumps(document), namespace="istio-system")
+    assert found.namespace == "istio-system" and f"pod istio-system/{found.pod} is not ready" in found.message
 
 
 def test_a_mesh_pod_outside_the_app_namespace_is_named_with_its_namespace() -> None:

@@ -38,6 +38,7 @@ from testbed.meshes.kube import kube_mesh
 from testbed.platforms.kind import inotify_problems
 from testbed.platforms.kube import resources
 from testbed.ports import free_port
+from testbed.spec.scenario import CLOSED_LOOP_RATE
 from testbed.spec.topology import load_topology
 from testbed.spec.trials import Trial
 from testbed.spec.versions import load_versions
@@ -402,6 +403,8 @@ def test_a_trial_with_workers_starts_and_stops_them_around_a_master(tmp_path: Pa
     trial = kt.trial_plan(plan, config, nodes=plan.nodes, mesh_pods=())
     assert [s.argv[3] for s in trial.setup] == ["apply", "rollout"]
     assert trial.cleanup[0].argv[3:6] == ("delete", "deployment", WORKER_NAME)
+    # Foreground: kubectl returns once the workers' pods are gone, not just their Deployment.
+    assert "--cascade=foreground" in trial.cleanup[0].argv and "--wait=false" not in trial.cleanup[0].argv
     load = trial.load.argv
     assert load[load.index("--processes") + 1] == "1"  # the workers are the processes
     assert load[load.index("--expect-workers") + 1] == "3"
@@ -921,6 +924,65 @@ def test_a_restart_is_not_read_again(
     assert kt.NOT_READY_RECHECK_S not in waits
 
 
+def test_a_pod_not_ready_before_the_load_is_read_again_and_then_measured(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Still recovering from the last trial at the first read, ready 5 s later: the trial runs from there."""
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    fake.namespace_pods = [not_ready(), pods_fixture("none")]
+    assert kube_run(tmp_path, scenario) == 0
+    assert waits.count(kt.NOT_READY_RECHECK_S) == 1
+    commands = [c for c in fake.commands("kubectl") if PODS_READ in c or " exec deploy/loadgen " in c]
+    # Trial 1: before, before again, the load, after; trial 2: before, the load, after.
+    kinds = ["pods", "pods", "exec", "pods", "pods", "exec", "pods"]
+    assert [("exec" if " exec " in c else "pods") for c in commands] == kinds
+    first = trial_files(tmp_path, 1)
+    assert (first / "pods-before.json").read_text() == not_ready()
+    assert (first / "pods-before-again.json").read_text() == pods_fixture("none")
+    assert json.loads((first / "result.json").read_text())["valid"]
+
+
+def test_a_pod_still_not_ready_before_the_load_fails_that_trial_unmeasured(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not measured against a topology that is not whole; the next trial reads the pods afresh."""
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    fake.namespace_pods = [not_ready(), not_ready()]
+    assert kube_run(tmp_path, scenario) == 3
+    first = trial_files(tmp_path, 1)
+    failed = json.loads((first / "failed.json").read_text())
+    assert failed["cause"] == (
+        "pod frontend-7c9d8b6f4d-qgv6d not ready before the load: container app of pod "
+        "frontend-7c9d8b6f4d-qgv6d is not ready (read again 5 s later)"
+    )
+    assert [(p["kind"], p["pod"]) for p in failed["problems"]] == [("not-ready", "frontend-7c9d8b6f4d-qgv6d")]
+    assert failed["pods_before_again"] == str(first / "pods-before-again.json")
+    assert failed["pods_after"] is None and failed["measured"] is None
+    assert not (first / "result.json").exists()
+    # The load never ran in trial 1; trial 2 did, and stands.
+    assert len([c for c in fake.commands() if " exec deploy/loadgen " in c]) == 1
+    assert (trial_files(tmp_path, 2) / "result.json").is_file()
+
+
+def test_an_evicted_pod_before_the_load_is_not_read_again(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod an earlier eviction left Failed stays there, replaced: no wait, and the trial stands."""
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    document = json.loads(pods_fixture("none"))
+    document["items"].append(json.loads(json.dumps(document["items"][2])))
+    evicted = document["items"][-1]
+    evicted["metadata"] |= {"name": "pricing-6d4b9c7f5b-old01", "uid": "0f0f0f0f-0000-0000-0000-000000000001"}
+    evicted["status"] |= {"phase": "Failed", "reason": "Evicted"}
+    stale = json.dumps(document, indent=4)
+    fake.namespace_pods = [stale, stale, stale, stale]
+    assert kube_run(tmp_path, scenario) == 0
+    assert kt.NOT_READY_RECHECK_S not in waits
+    assert not (trial_files(tmp_path, 1) / "pods-before-again.json").exists()
+
+
 def test_pods_that_cannot_be_read_before_the_load_fail_only_that_trial(
     tmp_path: Path, scenario: Path, fake: FakeCluster
 ) -> None:
@@ -1010,9 +1072,29 @@ def test_the_pods_are_read_around_the_load_on_existing_too(tmp_path: Path) -> No
     reads = ["+ " + " ".join(read.step.argv) for read in steps.pods]
     load = next(n for n, line in enumerate(lines) if " exec deploy/loadgen " in line)
     again = lines.index(reads[0], load)
-    assert [n for n, line in enumerate(lines) if line in reads] == [load - 4, load - 2, again, again + 2]
+    assert [n for n, line in enumerate(lines) if line in reads] == [load - 5, load - 3, again, again + 2]
+    assert lines[load - 2].startswith("# if a pod is not Running and ready")
     assert lines[again - 2] == "# when the load has finished:"
     assert lines[again + 3].startswith("# if the only problems are containers not ready")
+
+
+def test_a_closed_loop_trial_is_named_by_its_users_not_a_rate(tmp_path: Path) -> None:
+    """Its trials are filed under rate 0 (`CLOSED_LOOP_RATE`), which the plan must not print as `0 rps`."""
+    plan = kp.kind_plan(
+        kube_mesh("none", "kind"),
+        load_topology("shop"),
+        versions=load_versions(),
+        workdir=tmp_path,
+        logs_dir=tmp_path / "logs",
+    )
+    config = LoadConfig(url=plan.target_url, duration_s=10, warmup_s=3, loop="closed", users=8)
+    steps = kt.trial_plan(plan, config, nodes=plan.nodes, mesh_pods=())
+    assert steps.load.description.startswith("the trial: closed loop, 8 users for 3 + 10 s ")
+    lines = render_trial(1, 2, Trial(mesh="none", rate=CLOSED_LOOP_RATE, index=1), steps, cooldown_s=0)
+    assert lines[0] == "== trial 1/2: mesh none, closed loop, 8 users, trial 1"
+    assert not any(" 0 rps" in line for line in lines)
+    opened = LoadConfig(url=plan.target_url, rate=100, duration_s=10, warmup_s=3)
+    assert kt.trial_plan(plan, opened, nodes=plan.nodes, mesh_pods=()).load_label == "100 rps"
 
 
 # --- existing ------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_stdout_contract_and_exit_code_for_an_invalid_trial(null_server: Callabl
     expected_keys |= {"requests", "errors", "error_kinds", "achieved_rate", "valid", "invalid_reasons"}
     expected_keys |= {"latency_us", "hdr", "loadgen", "started_at"}
     assert expected_keys <= result.keys()
-    assert result["schema"] == "testbed.load/1"
+    assert result["schema"] == "testbed.load/2"
     assert result["requests"] == 200
     assert result["errors"] == 200 and result["error_kinds"] == {"HTTP 503": 200}
     assert result["valid"] is False

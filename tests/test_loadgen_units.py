@@ -191,7 +191,7 @@ def test_merge_is_exact() -> None:
     assert result["latency_us"]["service"]["p50"] == 1000
     assert 4990 <= result["latency_us"]["service"]["max"] <= 5010
     assert result["loadgen"]["cpu_percent"] == 11.0
-    assert result["schema"] == "testbed.load/1"
+    assert result["schema"] == "testbed.load/2"
 
 
 def test_values_out_of_range_are_clamped_not_dropped() -> None:

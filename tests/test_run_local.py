@@ -37,7 +37,7 @@ def test_smoke_run_writes_the_layout_and_evidence(tmp_path: Path) -> None:
     assert {"cpu_model", "cpu_count", "kernel"} <= meta["host"].keys()
     for mesh in ("none", "envoy"):
         result = json.loads((run_dir / mesh / "100" / "trial-1" / "result.json").read_text())
-        assert result["schema"] == "testbed.load/1"
+        assert result["schema"] == "testbed.load/2"
         assert result["mesh"] == mesh
         assert result["requests"] == 200 and result["errors"] == 0
         components = result["resources"]["components"]

@@ -3,7 +3,9 @@
 The pods are read right before the load and right after it (`testbed.kube.trial.TrialPlan.pods`). Every pod
 of the namespace counts, the load generator's too: its restart spoils the trial as much as a service's. A
 problem is a container whose `restartCount` grew (with how its last run ended), a pod gone or new (replaced),
-a pod being deleted or not `Running` at the end, or a container not ready at the end.
+a pod being deleted or not `Running` at the end, or a container not ready at the end. The read before the
+load is judged on its own too (`not_ready_before`): on kind and existing the trials share one topology, so
+a trial after a failed one may find a pod still recovering, and must not measure it.
 
 The fields, as `kubectl get -o json` prints them, are those of k8s.io/api v0.35.7 `core/v1/types.go`
 (`PodStatus.phase`, `.containerStatuses`, `.initContainerStatuses`; `ContainerStatus.name`, `.ready`,
@@ -32,6 +34,9 @@ RUNNING = "Running"
 #: `restartPolicy: Always`), and Istio 1.30.3 where the cluster supports it (pilot/pkg/features/pilot.go
 #: `ENABLE_NATIVE_SIDECARS` "auto"). Its restarts and readiness count like a container's.
 RESTART_ALWAYS = "Always"
+#: `PodSucceeded` and `PodFailed` (k8s.io/api v0.35.7 core/v1/types.go): phases a pod does not leave, e.g.
+#: one evicted by an earlier trial (`Failed`, reason `Evicted`), which its ReplicaSet has already replaced.
+ENDED = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,11 +68,27 @@ def only_not_ready(found: Sequence[Problem]) -> bool:
 def problems(before: str, after: str, *, namespace: str | None = None) -> list[Problem]:
     """What went wrong between two reads of the namespace's pods: restarts first, then pods, then readiness.
 
-    A pod already being deleted at the first read (e.g. the previous trial's load generator workers, which
-    `kubectl delete deployment` leaves to the garbage collector) is not the trial's: it may go, or linger.
+    A pod already being deleted at the first read (e.g. the previous trial's load generator worker, if its
+    `kubectl delete deployment` timed out: `testbed.kube.trial`) is not the trial's: it may go, or linger.
     `namespace`: given for a mesh's pods outside the app namespace, whose pods the messages name NS/POD.
     """
     return [_in(problem, namespace) for problem in _problems(before, after)]
+
+
+def not_ready_before(before: str, *, namespace: str | None = None) -> list[Problem]:
+    """Each pod of the read before the load that is not Running, and each watched container not ready.
+
+    Left out: a pod being deleted, a load generator worker (the trial's setup waited for its rollout, and
+    `problems` judges it at the end), and a pod that has ended (`ENDED`, e.g. evicted earlier: its
+    replacement is judged). `namespace` as for `problems`.
+    """
+    found: list[Problem] = []
+    for pod in _pods(before, "before the load").values():
+        phase = (pod.get("status") or {}).get("phase")
+        if _meta(pod).get("deletionTimestamp") or _is_worker(pod) or phase in ENDED:
+            continue
+        found += _end_state(pod)
+    return [_in(problem, namespace) for problem in found]
 
 
 def _in(problem: Problem, namespace: str | None) -> Problem:
@@ -82,8 +103,9 @@ def _in(problem: Problem, namespace: str | None) -> Problem:
 def _problems(before: str, after: str) -> list[Problem]:
     first, last = _pods(before, "before the load"), _pods(after, "after the load")
     leaving = {key for key, pod in first.items() if _meta(pod).get("deletionTimestamp")}
-    # A pod that was already not Running (e.g. an earlier eviction left it Failed) is not this trial's fault.
-    broken = {key for key, pod in first.items() if (pod.get("status") or {}).get("phase") != RUNNING}
+    # A pod that had already ended (e.g. an earlier eviction left it Failed) is not this trial's fault; one
+    # not Running yet fails the trial before its load (`not_ready_before`), unless it is a worker.
+    broken = {key for key, pod in first.items() if (pod.get("status") or {}).get("phase") in ENDED}
     found: list[Problem] = []
     for key, pod in last.items():
         if key in first and key not in leaving:
@@ -106,13 +128,20 @@ def _problems(before: str, after: str) -> list[Problem]:
 
 def _worker_quit(pod: Mapping[str, Any], problem: Problem) -> bool:
     """A load generator worker that exited 0 when its master quit at the end of the load, as it does
-    (locust runners.py: the master sends `quit`; `testbed.kube.manifests` WORKER_NAME), restarted or not
-    ready yet: the trial's end, not a fault."""
-    if not _name(pod).startswith(f"{WORKER_NAME}-"):
+    (locust runners.py: the master sends `quit`; `testbed.kube.manifests` WORKER_NAME), restarted once or
+    not ready yet: the trial's end, not a fault."""
+    if not _is_worker(pod):
         return False
     if problem.kind == "restarted":
-        return problem.details.get("exit_code") == 0
+        # Once only: `lastState` holds the last termination alone (k8s.io/api v0.35.7 core/v1/types.go
+        # `ContainerStatus.LastTerminationState`), so a crash followed by the quit (2 restarts) reads exit 0.
+        return problem.details.get("restarts") == 1 and problem.details.get("exit_code") == 0
     return problem.kind == "not-ready"
+
+
+def _is_worker(pod: Mapping[str, Any]) -> bool:
+    """A pod of the load generator workers' Deployment (`testbed.kube.manifests` WORKER_NAME)."""
+    return _name(pod).startswith(f"{WORKER_NAME}-")
 
 
 def summary(found: Sequence[Problem]) -> str:

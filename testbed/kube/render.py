@@ -83,10 +83,16 @@ def render_cluster(plan: ClusterPlan, *, reuse: bool) -> list[str]:
 
 
 def render_trial(number: int, total: int, trial: Trial, plan: TrialPlan, *, cooldown_s: float) -> list[str]:
-    title = f"trial {number}/{total}: mesh {trial.mesh}, {trial.rate:g} rps, trial {trial.index}"
+    title = f"trial {number}/{total}: mesh {trial.mesh}, {plan.load_label}, trial {trial.index}"
     lines = [f"== {title}", f"# wait {cooldown_s:g} s (the scenario's cooldown)"]
     lines += render_actions(plan.setup)
-    lines += render_actions([*(read.step for read in plan.pods), plan.load])
+    lines += render_actions([read.step for read in plan.pods])
+    lines.append(
+        "# if a pod is not Running and ready (not counting pods being deleted, load generator workers, or "
+        f"pods that have ended): wait {NOT_READY_RECHECK_S:g} s and read those pods once more; still not "
+        "ready fails the trial before its load"
+    )
+    lines += render_actions([plan.load])
     lines.append(
         f"# its stderr is read as it comes: at the line `{marks.PREFIX}{marks.START} UNIX_TIME` and again "
         f"at `{marks.PREFIX}{marks.END} UNIX_TIME`, the reads below run"

@@ -40,13 +40,20 @@ LOAD_TAIL_S = 2.0
 WORKERS_CONNECT_S = 60.0
 #: When the only problems after the load are containers not ready (no restart, no pod replaced, every pod
 #: Running), the pods are read once more this much later, and the trial fails only if one is still not
-#: ready. A probe that failed under load is no crash: the app's readiness probe (`testbed.kube.manifests`:
+#: ready; the same when a pod is not Running and ready right before the load (`health.not_ready_before`).
+#: A probe that failed under load is no crash: the app's readiness probe (`testbed.kube.manifests`:
 #: every 2 s, 1 s timeout, failureThreshold 3) marks a busy container not ready after 3 slow answers, and a
 #: single answer afterwards (successThreshold 1, the default of k8s.io/api v0.35.7 core/v1 `Probe`) makes
-#: it ready again: 5 s leaves two probe periods and the kubelet's status update. Mesh pods whose probe
-#: period is longer may still read not ready then (ztunnel: no periodSeconds, so the default 10 s,
-#: istio/istio 1.30.3 manifests/charts/ztunnel/templates/daemonset.yaml:102; the cilium agent: 30 s,
-#: cilium-1.20.0.tgz cilium/values.yaml:2432 readinessProbe.periodSeconds): they fail the trial, as before.
+#: it ready again: 5 s leaves two probe periods and the kubelet's status update. The mesh's proxies probe
+#: far less often, so that a proxy read not ready has failed its probe for tens of seconds, a real fault
+#: that fails the trial: an Istio sidecar every 15 s, not ready after 4 failures, 45-60 s (istio/istio
+#: 1.30.3 manifests/charts/istio-control/istio-discovery/values.yaml:377-383 readinessFailureThreshold,
+#: readinessPeriodSeconds; files/injection-template.yaml:374-376); the Linkerd proxy with no periodSeconds
+#: nor failureThreshold, the defaults 10 s and 3 (k8s.io/api v0.35.7 core/v1/types.go `Probe`), 20-30 s
+#: (linkerd/linkerd2 edge-26.8.3 charts/partials/templates/_proxy.tpl:263-268); ztunnel the same defaults
+#: (istio/istio 1.30.3 manifests/charts/ztunnel/templates/daemonset.yaml:102); the cilium agent every 30 s
+#: (cilium-1.20.0.tgz cilium/values.yaml:2432 readinessProbe.periodSeconds). A 5 s wait cannot tell such a
+#: fault from a moment, and is not meant to.
 NOT_READY_RECHECK_S = 5.0
 
 
@@ -86,6 +93,9 @@ class TrialPlan:
     pods: tuple[PodsRead, ...]
     #: Its stderr is read as it comes: at each window mark (`testbed.loadgen.marks`), the reads below run.
     load: Step
+    #: The load in a few words: `100 rps`, or `closed loop, 8 users` (its trials' rate slot is
+    #: `testbed.spec.scenario.CLOSED_LOOP_RATE`, 0, which is no rate).
+    load_label: str
     #: At each mark, `existing`: every node's kubelet scraped. Empty on kind, which reads `node_read`.
     at_marks: tuple[Step, ...]
     #: At each mark, kind: `docker exec NODE sh -c NODE_READ` in every node container at once.
@@ -195,14 +205,24 @@ def trial_plan(
                     ns,
                     # kubectl v0.35.7 pkg/cmd/delete/delete_flags.go.
                     "--ignore-not-found",
+                    # Foreground, not the default background (delete_flags.go:134-140, parsed at :239-249):
+                    # the Deployment stays, with the foregroundDeletion finalizer, until the garbage
+                    # collector has deleted its dependents with blockOwnerDeletion (k8s.io/apimachinery
+                    # v0.35.7 pkg/apis/meta/v1/types.go:489-494), which the ReplicaSet and its pods are
+                    # (controller refs: pkg/apis/meta/v1/controller_ref.go:59-67 NewControllerRef); and
+                    # --wait, true by default (delete_flags.go:183, :155 "This waits for finalizers"),
+                    # waits until the Deployment is gone (pkg/cmd/delete/delete.go:441-473 IsDeleted). So
+                    # the old workers are gone before the next trial: none joins its master or its pods read.
+                    "--cascade=foreground",
                     "--timeout",
                     "60s",
                 ),
                 timeout_s=90.0,
             ),
         )
+    label = load_label(config)
     load = Step(
-        description=f"the trial: {config.rate:g} rps for {config.warmup_s:g} + {config.duration_s:g} s "
+        description=f"the trial: {label} for {config.warmup_s:g} + {config.duration_s:g} s "
         f"(+ {config.tail_s:g} s not recorded, under which the end is read) from the loadgen pod; "
         "the testbed.load/1 JSON comes back on stdout",
         argv=(
@@ -231,9 +251,17 @@ def trial_plan(
         setup=setup,
         pods=(health, *mesh_health),
         load=load,
+        load_label=label,
         at_marks=() if kind else scrapes,
         node_containers=cluster.node_containers,
         node_read=metrics.NODE_READ,
         after=(pods,) if kind else (),
         cleanup=cleanup,
     )
+
+
+def load_label(config: LoadConfig) -> str:
+    """`100 rps`, or `closed loop, N users`: a closed loop has no rate (`LoadConfig.rate` 0)."""
+    if config.loop == "closed":
+        return f"closed loop, {config.users} users"
+    return f"{config.rate:g} rps"

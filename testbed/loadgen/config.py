@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from testbed.errors import UsageError
+from testbed.loadgen.profile import Profile, parse_arg
 
 Arrival = Literal["uniform", "poisson"]
 ARRIVALS: tuple[Arrival, ...] = ("uniform", "poisson")
@@ -54,6 +56,10 @@ class LoadConfig:
     #: Every request on a fresh TCP connection, closed after its response (a generator without keep-alive,
     #: as `oha --disable-keepalive`): the handshake is then part of every request's latency.
     new_connection: bool = False
+    #: The open-loop rate over the window (`testbed.loadgen.profile`); None: `rate` for the whole window.
+    #: With one, `rate` is its peak and `duration_s` its length (checked), the warm-up runs at its first
+    #: rate and the tail at its last.
+    profile: Profile | None = None
     limits: ValidityLimits = field(default_factory=ValidityLimits)
 
     def __post_init__(self) -> None:
@@ -69,14 +75,24 @@ class LoadConfig:
         parts = urlsplit(self.url)
         return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
+    @property
+    def shape(self) -> Profile | None:
+        """The rate over the window, a constant one when no profile is given; None in closed loop."""
+        if self.loop == "closed":
+            return None
+        return self.profile or Profile.constant(self.rate, self.duration_s)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        data = dataclasses.asdict(self)
+        data["profile"] = None if self.profile is None else self.profile.to_arg()  # `parse_arg` reads it
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> LoadConfig:
         data: dict[str, Any] = json.loads(text)
         data["headers"] = tuple(tuple(h) for h in data["headers"])
         data["limits"] = ValidityLimits(**data["limits"])
+        data["profile"] = None if data.get("profile") is None else parse_arg(data["profile"])
         return cls(**data)
 
 
@@ -94,6 +110,8 @@ def validate(config: LoadConfig) -> None:
     if config.loop not in LOOPS:
         raise UsageError(f"--loop must be one of {', '.join(LOOPS)}, got {config.loop!r}")
     closed = config.loop == "closed"
+    if config.profile is not None:
+        _validate_profile(config, config.profile)
     if closed:
         _validate_closed(config)
     elif config.users:
@@ -132,6 +150,25 @@ def validate(config: LoadConfig) -> None:
     if not closed and config.rate * config.duration_s < 1:
         raise UsageError(
             f"--rate {config.rate:g} for --duration {config.duration_s:g} s sends no request: raise either"
+        )
+
+
+def _validate_profile(config: LoadConfig, profile: Profile) -> None:
+    arg = profile.to_arg()
+    if config.loop == "closed":
+        raise UsageError(
+            f"--profile {arg} is an open-loop rate over time: not with --loop closed (drop one of them)"
+        )
+    # Close, not equal: the window's length is a sum of the segments' (floating point).
+    if not math.isclose(config.rate, profile.peak_rps, rel_tol=1e-9):
+        raise UsageError(
+            f"--rate {config.rate:g} does not match --profile {arg}, whose peak is {profile.peak_rps:g} rps "
+            "(drop --rate: the profile sets the rates)"
+        )
+    if not math.isclose(config.duration_s, profile.duration_s, rel_tol=1e-9):
+        raise UsageError(
+            f"--duration {config.duration_s:g} does not match --profile {arg}, which lasts "
+            f"{profile.duration_s:g} s (drop --duration: the profile sets the window)"
         )
 
 

@@ -17,9 +17,11 @@ configuration and the common start time come in a `testbed_go` message and the h
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import logging
+import math
 import signal
 import sys
 import time
@@ -39,6 +41,7 @@ import locust
 import psutil
 from geventhttpclient.connectionpool import ConnectionPool
 from geventhttpclient.url import URL
+from hdrh.histogram import HdrHistogram
 from locust import User, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
@@ -46,8 +49,17 @@ from locust.env import Environment
 from testbed.errors import TestbedError
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
-from testbed.loadgen.result import ShareResult, encode, new_histogram, record
-from testbed.loadgen.schedule import intended_offsets, phase
+from testbed.loadgen.result import (
+    HISTOGRAMS,
+    SERIES_HISTOGRAMS,
+    SERIES_INTERVAL_S,
+    ShareResult,
+    decode,
+    encode,
+    new_histogram,
+    record,
+)
+from testbed.loadgen.schedule import intervals, phase, profile_offsets
 from testbed.loadgen.timer import ScheduleClock
 
 LOCUST_VERSION: str = locust.__version__
@@ -133,6 +145,55 @@ def users_of_share(users: int, share: int, shares: int) -> int:
     return users // shares + (1 if share < users % shares else 0)
 
 
+#: Indexes into `_Bucket.hists` (the order of `testbed.loadgen.result.HISTOGRAMS`).
+SERVICE, INTENDED, LATENESS = range(3)
+
+
+class _Bucket:
+    """The measured requests of one interval of the series within one profile segment.
+
+    A request is recorded once, into its bucket; the series (by interval), the segments and the whole
+    window are exact merges of buckets at the end. Once the schedule has moved on and its last request
+    has finished, a bucket is sealed: its three histograms (about 140 KB each) are kept encoded instead.
+    """
+
+    __slots__ = (
+        "completed",
+        "encoded",
+        "errors",
+        "hists",
+        "in_flight",
+        "interval",
+        "passed",
+        "scheduled",
+        "segment",
+        "sent",
+        "waits",
+    )
+
+    def __init__(self, interval: int, segment: int) -> None:
+        self.interval, self.segment = interval, segment
+        self.hists = tuple(new_histogram() for _ in HISTOGRAMS)
+        self.encoded: tuple[str, ...] = ()
+        self.scheduled = self.sent = self.completed = self.errors = self.waits = self.in_flight = 0
+        self.passed = False  # no request will be added: the schedule (or the clock) is past it
+
+    def seal(self) -> None:
+        if not self.encoded:
+            self.encoded = tuple(encode(h) for h in self.hists)
+            self.hists = ()
+
+    def histogram(self, index: int) -> HdrHistogram:
+        return self.hists[index] if self.hists else decode(self.encoded[index])
+
+
+def _merge_buckets(buckets: list[_Bucket], index: int) -> str:
+    total = new_histogram()
+    for b in buckets:
+        total.add(b.histogram(index))
+    return encode(total)
+
+
 def _close_after_each_response(session: FastHttpSession, url: str) -> None:
     """Make the session's pool close every connection after its response instead of keeping it.
 
@@ -154,7 +215,7 @@ def run_share(
 
 
 class _Share:
-    """The state of one share's trial: the session, the histograms and the counters."""
+    """The state of one share's trial: the session, the buckets of measured requests and the counters."""
 
     def __init__(
         self, environment: Environment, config: LoadConfig, share: int, shares: int, t0_wall: float
@@ -184,9 +245,8 @@ class _Share:
         if config.new_connection:
             # RFC 9112 section 9.6: a client that does not keep connections sends `close` in every request.
             self.headers["Connection"] = "close"
-        self.hists = {name: new_histogram() for name in ("service", "intended", "lateness")}
         self.error_kinds: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()
+        self.connection_waits = 0
         # perf_counter for the schedule; the common start comes as wall-clock time so that it also holds
         # across machines (Locust's distributed mode in a cluster).
         self.t0 = time.perf_counter() + (t0_wall - time.time())
@@ -195,27 +255,68 @@ class _Share:
         self.end = self.measure_start + config.duration_s
         # After the window, the tail (`LoadConfig.tail_s`): the same schedule goes on, sent and not recorded.
         self.tail_end = self.end + config.tail_s
-        #: Measured sends not finished yet: only they count as errors when the drain gives up.
-        self.measured_in_flight = 0
+        # Where a measured request goes: the series' intervals and the profile's segments (closed loop:
+        # one), in seconds into the window; the last segment ends exactly where the window does.
+        self.shape = config.shape
+        self.grid = intervals(config.duration_s, SERIES_INTERVAL_S)
+        bounds = self.shape.bounds() if self.shape is not None else [(0.0, config.duration_s)]
+        self.segment_starts = [start for start, _ in bounds]
+        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        self.bucket: _Bucket | None = None
+        self.next_edge = -math.inf  # where the current bucket ends, in seconds into the window
         self.process = psutil.Process()
         self.cpu_mark: tuple[float, float] | None = None
+        #: (wall, CPU) at each segment's start (the first is `cpu_mark`).
+        self.segment_marks: list[tuple[float, float] | None] = [None] * len(bounds)
 
     def _cpu_seconds(self) -> float:
         times = self.process.cpu_times()
         return float(times.user + times.system)
 
     def _mark_cpu(self) -> None:
-        self.cpu_mark = (time.perf_counter(), self._cpu_seconds())
+        self.cpu_mark = self.segment_marks[0] = (time.perf_counter(), self._cpu_seconds())
 
-    def send(self, intended: float, measured: bool) -> None:
+    def _mark_segment(self, index: int) -> None:
+        self.segment_marks[index] = (time.perf_counter(), self._cpu_seconds())
+
+    def _bucket_at(self, w: float) -> _Bucket:
+        """The bucket of a request `w` seconds into the window (called with `w` never decreasing)."""
+        if w < self.next_edge and self.bucket is not None:
+            return self.bucket
+        grid, starts = self.grid, self.segment_starts
+        k = min(max(int(w // SERIES_INTERVAL_S), 0), len(grid) - 1)
+        while k + 1 < len(grid) and w >= grid[k + 1][0]:  # the grid's own edges decide, not the division
+            k += 1
+        while k > 0 and w < grid[k][0]:
+            k -= 1
+        j = max(bisect.bisect_right(starts, w) - 1, 0)
+        edges = [grid[k + 1][0]] if k + 1 < len(grid) else []
+        edges += [starts[j + 1]] if j + 1 < len(starts) else []
+        self.next_edge = min(edges, default=math.inf)
+        previous = self.bucket
+        bucket = self.buckets.get((k, j))
+        if bucket is None:
+            bucket = self.buckets[(k, j)] = _Bucket(k, j)
+        if previous is not None and previous is not bucket:
+            previous.passed = True
+            if not previous.in_flight:
+                previous.seal()
+        self.bucket = bucket
+        return bucket
+
+    def send(self, intended: float, bucket: _Bucket | None) -> None:
         try:
-            self._send(intended, measured)
+            self._send(intended, bucket)
         finally:
-            self.measured_in_flight -= measured
+            if bucket is not None:
+                bucket.in_flight -= 1
+                if bucket.passed and not bucket.in_flight:
+                    bucket.seal()
             self.slots.release()
 
-    def _send(self, intended: float | None, measured: bool) -> None:
-        """One request; `intended` is None in closed loop, where there is no schedule to be late on."""
+    def _send(self, intended: float | None, bucket: _Bucket | None) -> None:
+        """One request, recorded into `bucket` (None: not measured); `intended` is None in closed loop,
+        where there is no schedule to be late on."""
         _wire.sent = _wire.received = _wire.connecting = None
         actual = time.perf_counter()
         try:
@@ -230,22 +331,23 @@ class _Share:
                 kind = f"HTTP {status}" if status else type(error).__name__
         except Exception as e:  # a bug here must show as errors, never as a quietly short histogram
             done, kind = time.perf_counter(), f"internal error: {type(e).__name__}: {e}"
-        if not measured or self.closed:  # a send that outlived the drain was already counted as an error
+        if bucket is None or self.closed:  # a send that outlived the drain was already counted as an error
             return
         # A fresh connection's handshake is part of the request (as for a client without keep-alive).
         sent = _wire.connecting if self.config.new_connection and _wire.connecting else _wire.sent
         if sent is not None and _wire.received is not None and _wire.received >= sent:
             actual, done = sent, _wire.received
-        self.counts["completed"] += 1
+        bucket.completed += 1
+        hists = bucket.hists
         if kind is not None:
-            self.counts["errors"] += 1
+            bucket.errors += 1
             self.error_kinds[kind] += 1
         else:
-            record(self.hists["service"], done - actual)
+            record(hists[SERVICE], done - actual)
             if intended is not None:
-                record(self.hists["intended"], done - intended)
+                record(hists[INTENDED], done - intended)
         if intended is not None:
-            record(self.hists["lateness"], actual - intended)
+            record(hists[LATENESS], actual - intended)
 
     def _drain(self, timeout_s: float) -> bool:
         """Wait until every send has finished (all slots free again), up to a deadline."""
@@ -256,9 +358,20 @@ class _Share:
             gevent.sleep(0.01)
         return True
 
+    def _give_up_on_unfinished(self) -> None:
+        """The drain gave up: the measured sends still out count as errors (a tail's send does not)."""
+        self.closed = True
+        for b in self.buckets.values():
+            b.completed += b.in_flight
+            b.errors += b.in_flight
+            self.error_kinds["unfinished at the end of the trial"] += b.in_flight
+
     def run(self) -> ShareResult:
         config = self.config
         gevent.spawn_later(max(0.0, self.measure_start - time.perf_counter()), self._mark_cpu)
+        for index, start in enumerate(self.segment_starts[1:], 1):
+            at = self.measure_start + start
+            gevent.spawn_later(max(0.0, at - time.perf_counter()), self._mark_segment, index)
         if config.loop == "closed":
             window_end, drained, clock_name = self._run_closed()
         else:
@@ -266,46 +379,75 @@ class _Share:
             drained = self._drain(config.timeout_s + 2)
         wall_end, cpu_end = window_end or (time.perf_counter(), self._cpu_seconds())
         if not drained:
-            stuck = self.measured_in_flight  # a tail's send is not counted, even unfinished
-            self.closed = True
-            self.counts["completed"] += stuck
-            self.counts["errors"] += stuck
-            self.error_kinds["unfinished at the end of the trial"] += stuck
+            self._give_up_on_unfinished()
         window, cpu_percent = config.duration_s, 0.0
         if self.cpu_mark is not None:
             window = wall_end - self.cpu_mark[0]
             cpu_percent = 100.0 * (cpu_end - self.cpu_mark[1]) / window if window > 0 else 0.0
+        buckets = sorted(self.buckets.values(), key=lambda b: (b.interval, b.segment))
+        by_interval: dict[int, list[_Bucket]] = {}
+        for b in buckets:
+            b.seal()
+            by_interval.setdefault(b.interval, []).append(b)
         total = self.environment.stats.total
         reported = _reported_to_master
         return ShareResult(
             share=self.share,
-            scheduled=self.counts["scheduled"],
-            sent=self.counts["sent"],
-            completed=self.counts["completed"],
-            errors=self.counts["errors"],
+            scheduled=sum(b.scheduled for b in buckets),
+            sent=sum(b.sent for b in buckets),
+            completed=sum(b.completed for b in buckets),
+            errors=sum(b.errors for b in buckets),
             error_kinds=dict(self.error_kinds),
-            hdr={name: encode(h) for name, h in self.hists.items()},
+            hdr={name: _merge_buckets(buckets, i) for i, name in enumerate(HISTOGRAMS)},
             cpu_percent=round(cpu_percent, 2),
             window_s=round(window, 4),
             window_start_unix=self.window_start_unix,
             locust_requests=total.num_requests + reported["num_requests"],
             locust_failures=total.num_failures + reported["num_failures"],
-            connection_waits=self.counts["connection_waits"],
+            connection_waits=self.connection_waits,
             schedule_clock=clock_name,
             users=self.users,
+            series=[_part(by_interval.get(k, []), SERIES_HISTOGRAMS) for k in range(len(self.grid))],
+            segments=self._segments(buckets, (wall_end, cpu_end)),
         )
+
+    def _segments(self, buckets: list[_Bucket], end: tuple[float, float]) -> list[dict[str, Any]]:
+        """Each profile segment's part (open loop, several segments: one is the whole window)."""
+        if self.shape is None or len(self.segment_starts) == 1:
+            return []
+        out = []
+        marks = [*self.segment_marks, end]
+        by_segment: dict[int, list[_Bucket]] = {}
+        for b in buckets:
+            by_segment.setdefault(b.segment, []).append(b)
+        for j in range(len(self.segment_starts)):
+            part = _part(by_segment.get(j, []), HISTOGRAMS)
+            start, stop = marks[j], marks[j + 1]
+            cpu = 0.0
+            if start is not None and stop is not None and stop[0] > start[0]:
+                cpu = 100.0 * (stop[1] - start[1]) / (stop[0] - start[0])
+            out.append(part | {"cpu_percent": round(cpu, 2)})
+        return out
 
     def _user(self) -> None:
         """A closed-loop user: the next request as soon as the previous answer is in, until the end."""
         gevent.sleep(max(0.0, self.t0 - time.perf_counter()))  # all users start together
         while (now := time.perf_counter()) < self.tail_end:
-            measured = self.measure_start <= now < self.end  # by the request's start, as open loop's
-            self.counts["sent"] += measured
-            self.measured_in_flight += measured
+            # Measured by the request's start, as open loop's by its intended time; no yield between
+            # the clock and the bucket, so the buckets are reached in time order.
+            bucket = (
+                self._bucket_at(now - self.measure_start) if self.measure_start <= now < self.end else None
+            )
+            if bucket is not None:
+                bucket.sent += 1
+                bucket.in_flight += 1
             try:
-                self._send(None, measured)
+                self._send(None, bucket)
             finally:
-                self.measured_in_flight -= measured
+                if bucket is not None:
+                    bucket.in_flight -= 1
+                    if bucket.passed and not bucket.in_flight:
+                        bucket.seal()
 
     def _run_closed(self) -> tuple[tuple[float, float] | None, bool, str]:
         """Run this share's users; (wall, CPU) at the window's end, whether all finished, the clock."""
@@ -323,21 +465,20 @@ class _Share:
             gc.unfreeze()
         drained = all(user.dead for user in users)
         if not drained:  # count the unfinished before the kill unwinds them
-            stuck = self.measured_in_flight
-            self.closed = True
-            self.counts["completed"] += stuck
-            self.counts["errors"] += stuck
-            self.error_kinds["unfinished at the end of the trial"] += stuck
+            self._give_up_on_unfinished()
             gevent.killall(users)
             drained = True  # counted above, nothing left to count
         return (marks_end[0] if marks_end else None), drained, "none: closed loop"
 
     def _run_open(self) -> tuple[tuple[float, float] | None, str]:
         """Walk the schedule; (wall, CPU) when the window ended, and the clock that woke the sends."""
-        config = self.config
-        offsets = intended_offsets(
-            rate=config.rate,
-            total_s=config.warmup_s + config.duration_s + config.tail_s,
+        config, shape = self.config, self.shape
+        assert shape is not None  # open loop
+        warmup_s = config.warmup_s
+        offsets = profile_offsets(
+            shape,
+            warmup_s=warmup_s,
+            total_s=warmup_s + config.duration_s + config.tail_s,
             arrival=config.arrival,
             share=self.share,
             shares=self.shares,
@@ -354,12 +495,14 @@ class _Share:
         try:
             for offset in offsets:
                 intended = self.t0 + offset
-                part = phase(offset, warmup_s=config.warmup_s, duration_s=config.duration_s)
+                part = phase(offset, warmup_s=warmup_s, duration_s=config.duration_s)
                 tail = part == "tail"
                 if tail and window_end is None:
                     window_end = time.perf_counter(), self._cpu_seconds()
-                measured = part == "window"
-                self.counts["scheduled"] += measured
+                # Attributed by the intended send time: the interval and segment the schedule meant.
+                bucket = self._bucket_at(offset - warmup_s) if part == "window" else None
+                if bucket is not None:
+                    bucket.scheduled += 1
                 now = time.perf_counter()
                 if now >= (self.tail_end if tail else self.end) + LATE_GRACE_S:
                     continue  # far behind when the window closed: counted as not sent (the rate shows it)
@@ -367,16 +510,30 @@ class _Share:
                     clock.wait_until(intended)
                 # A raw greenlet (a tenth of the cost of a pooled Greenlet) per send; the semaphore bounds
                 # them to the connections, and waiting for a free one shows as lateness.
-                if self.slots.locked():
-                    self.counts["connection_waits"] += measured
+                if bucket is not None:
+                    if self.slots.locked():
+                        self.connection_waits += 1
+                        bucket.waits += 1
+                    bucket.in_flight += 1
+                    bucket.sent += 1
                 self.slots.acquire()
-                self.measured_in_flight += measured
-                gevent.spawn_raw(self.send, intended, measured)
-                self.counts["sent"] += measured
+                gevent.spawn_raw(self.send, intended, bucket)
         finally:
             clock.close()
             gc.unfreeze()
         return window_end, clock_name
+
+
+def _part(buckets: list[_Bucket], names: tuple[str, ...]) -> dict[str, Any]:
+    """The counts and merged histograms of some buckets (one interval, or one segment)."""
+    return {
+        "scheduled": sum(b.scheduled for b in buckets),
+        "sent": sum(b.sent for b in buckets),
+        "completed": sum(b.completed for b in buckets),
+        "errors": sum(b.errors for b in buckets),
+        "connection_waits": sum(b.waits for b in buckets),
+        "hdr": {name: _merge_buckets(buckets, HISTOGRAMS.index(name)) for name in names},
+    }
 
 
 class OpenLoopUser(User):

@@ -209,16 +209,16 @@ class Profile:
 
     def to_arg(self) -> str:
         """The one-word form of `testbed load --profile` (`parse_arg` reads it back)."""
-        s = self.segments
+        s, n = self.segments, _num
         if self.kind == "constant":
-            return f"constant:rate={s[0].start_rps:g},duration={s[0].duration_s:g}"
+            return f"constant:rate={n(s[0].start_rps)},duration={n(s[0].duration_s)}"
         if self.kind == "steps":
-            return "steps:" + ",".join(f"{x.start_rps:g}@{x.duration_s:g}" for x in s)
+            return "steps:" + ",".join(f"{n(x.start_rps)}@{n(x.duration_s)}" for x in s)
         if self.kind == "ramp":
-            return f"ramp:from={s[0].start_rps:g},to={s[0].end_rps:g},duration={s[0].duration_s:g}"
+            return f"ramp:from={n(s[0].start_rps)},to={n(s[0].end_rps)},duration={n(s[0].duration_s)}"
         return (
-            f"spike:base={s[0].start_rps:g},multiple={s[1].start_rps / s[0].start_rps:g},"
-            f"at={s[0].duration_s:g},burst={s[1].duration_s:g},duration={self.duration_s:g}"
+            f"spike:base={n(s[0].start_rps)},multiple={n(s[1].start_rps / s[0].start_rps)},"
+            f"at={n(s[0].duration_s)},burst={n(s[1].duration_s)},duration={n(self.duration_s)}"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -235,6 +235,12 @@ class Profile:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Profile:
         return parse_arg(str(data["arg"]))
+
+
+def _num(x: float) -> str:
+    """A number as short as `:g` writes it, but never rounded: a worker reads back the very same rates."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
 
 _EXAMPLES = (

@@ -1,4 +1,8 @@
-"""The `testbed.load/1` result: merged histograms, percentiles in microseconds, validity with reasons."""
+"""The `testbed.load/2` result: merged histograms, percentiles in microseconds, validity with reasons.
+
+/2 adds, for every trial, the `profile` (the rate over the window), a `series` per second and the
+`segments` of the profile, each with its own histograms, counts and validity (`build_result`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,19 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from testbed.loadgen.config import LoadConfig
+from testbed.loadgen.profile import Profile
+from testbed.loadgen.schedule import due, intervals
 
-#: Closed loop and `new_connection` only added fields (`load_model`, `null_reasons`) and made some null in
-#: closed loop (each named with its reason in `null_reasons`): additive, so the schema stays at /1.
-SCHEMA = "testbed.load/1"
+#: /2: `profile`, `series` and `segments` (load profiles); `rate` is a profile's peak. Closed loop and
+#: `new_connection` had only added fields to /1 (`load_model`, `null_reasons`).
+SCHEMA = "testbed.load/2"
+#: Every schema version the readers accept (a /1 file has no profile, series or segments).
+READABLE_SCHEMAS = ("testbed.load/1", SCHEMA)
 HISTOGRAMS = ("service", "intended", "lateness")
+#: The series' histograms (lateness is judged per segment and over the window).
+SERIES_HISTOGRAMS = ("service", "intended")
+#: Seconds per point of the series.
+SERIES_INTERVAL_S = 1.0
 #: What closed loop does not measure, and why (written into the result beside the nulls).
 NO_SCHEDULE = (
     "closed loop: no schedule, each user sends when its previous answer arrives, so there is no intended "
@@ -25,6 +37,7 @@ _NOTHING_SCHEDULED = "closed loop: the users send back to back, nothing is sched
 #: The fields that closed loop leaves null, each with why (`null_reasons` in the result).
 CLOSED_NULLS = {
     "rate": _NOTHING_SCHEDULED,
+    "profile": _NOTHING_SCHEDULED,
     "scheduled": _NOTHING_SCHEDULED,
     "arrival": _NOTHING_SCHEDULED,
     **{f"{part}.{name}": NO_SCHEDULE for part in ("latency_us", "hdr") for name in ("intended", "lateness")},
@@ -98,6 +111,12 @@ class ShareResult:
     connection_waits: int = 0  # measured sends that found every connection busy and waited for one
     schedule_clock: str = "gevent"  # what woke the sender at the intended times: "timerfd" or "gevent"
     users: int = 0  # closed loop: this share's users
+    #: One entry per interval of the window (`SERIES_INTERVAL_S`): scheduled, sent, completed, errors,
+    #: hdr {service, intended}; empty from an engine without series.
+    series: Sequence[Mapping[str, Any]] = ()
+    #: One entry per profile segment (open loop): the same counts, connection_waits, cpu_percent and
+    #: hdr {service, intended, lateness}.
+    segments: Sequence[Mapping[str, Any]] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +136,8 @@ class ShareResult:
             "connection_waits": self.connection_waits,
             "schedule_clock": self.schedule_clock,
             "users": self.users,
+            "series": [dict(x) for x in self.series],
+            "segments": [dict(x) for x in self.segments],
         }
 
     @classmethod
@@ -158,10 +179,17 @@ def invalid_reasons(
     lateness_p99_us: float | None,
     cpu_percent: float,
     connection_waits: int = 0,
+    seconds: float | None = None,
+    target: str | None = None,
+    where: str = "the measured window",
 ) -> list[str]:
-    """Every reason not to trust this trial, worded so that the user knows what to change."""
+    """Every reason not to trust this trial (or one segment of it), worded so that the user knows what
+    to change. `seconds` and `target` (words, e.g. `100 rps`) describe the part judged: the window at
+    `config.rate` unless given."""
     limits = config.limits
     reasons: list[str] = []
+    profiled = config.profile is not None and config.profile.kind != "constant"
+    rate_flag = "the profile's rates" if profiled else "--rate"
     # Closed loop (lateness_p99_us None) has no schedule: neither lateness nor a target rate to judge.
     if lateness_p99_us is not None and lateness_p99_us > limits.max_lateness_p99_ms * 1000:
         late = f"send lateness p99 {lateness_p99_us / 1000:.2f} ms > {limits.max_lateness_p99_ms:g} ms"
@@ -173,31 +201,135 @@ def invalid_reasons(
             )
         else:
             reasons.append(
-                f"the generator fell behind: {late} (add --processes or --connections, or lower --rate)"
+                f"the generator fell behind: {late} (add --processes or --connections, or lower {rate_flag})"
             )
     if scheduled and requests < limits.min_rate_fraction * scheduled:  # closed loop schedules nothing
+        seconds = config.duration_s if seconds is None else seconds
+        target = f"{config.rate:g} rps" if target is None else target
         reasons.append(
-            f"achieved rate {requests / config.duration_s:.1f} rps is under "
-            f"{limits.min_rate_fraction:.0%} of the target {config.rate:g} rps "
+            f"achieved rate {requests / seconds:.1f} rps is under "
+            f"{limits.min_rate_fraction:.0%} of the target {target} "
             f"({requests} of {scheduled} scheduled requests completed)"
         )
     if requests and errors > limits.max_error_fraction * requests:
         reasons.append(f"errors {errors / requests:.2%} of requests exceed {limits.max_error_fraction:.2%}")
     if requests == 0:
-        reasons.append("no request completed in the measured window")
+        reasons.append(f"no request completed in {where}")
     if cpu_percent > limits.max_cpu_percent:
+        lower = "--users" if config.loop == "closed" else rate_flag
         reasons.append(
             f"the generator's CPU was {cpu_percent:.0f}% > {limits.max_cpu_percent:g}% of a core "
-            f"(add --processes, or lower {'--users' if config.loop == 'closed' else '--rate'})"
+            f"(add --processes, or lower {lower})"
         )
     return reasons
+
+
+def _target(profile: Profile) -> str:
+    """The target of the whole window, in words: the rate, or a profile's mean and shape."""
+    if profile.kind == "constant":
+        return f"{profile.peak_rps:g} rps"
+    return f"{profile.mean_rps:.1f} rps on average ({profile.to_arg()})"
+
+
+def _segment_target(start_rps: float, end_rps: float) -> str:
+    return f"{start_rps:g} rps" if start_rps == end_rps else f"{start_rps:g} to {end_rps:g} rps"
+
+
+_COUNTS = ("scheduled", "sent", "completed", "errors")
+
+
+def _merged_parts(
+    parts: Sequence[Sequence[Mapping[str, Any]]], length: int, names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Entry by entry, the shares' counts added and histograms merged exactly (absent entries: zero)."""
+    out = []
+    for i in range(length):
+        items = [p[i] for p in parts if i < len(p)]
+        entry: dict[str, Any] = {k: sum(int(x.get(k, 0)) for x in items) for k in _COUNTS}
+        entry["connection_waits"] = sum(int(x.get("connection_waits", 0)) for x in items)
+        entry["cpu_percent"] = max((float(x.get("cpu_percent", 0.0)) for x in items), default=0.0)
+        entry["hdr"] = {name: encode(merge([x["hdr"][name] for x in items])) for name in names}
+        out.append(entry)
+    return out
+
+
+def _series(config: LoadConfig, shares: Sequence[ShareResult]) -> dict[str, Any]:
+    """The window second by second, each request in the interval of its intended send (open loop) or
+    of its start (closed loop)."""
+    profile, grid = config.shape, intervals(config.duration_s, SERIES_INTERVAL_S)
+    merged = _merged_parts([s.series for s in shares], len(grid), SERIES_HISTOGRAMS)
+    points = []
+    for (start, end), part in zip(grid, merged, strict=True):
+        hdr: dict[str, str | None] = dict(part["hdr"])
+        if profile is None:
+            hdr["intended"] = None
+        length = end - start
+        points.append(
+            {
+                "start_s": round(start, 6),
+                "end_s": round(end, 6),
+                "target_rps": None if profile is None else round(due(profile, start, end) / length, 3),
+                "scheduled": None if profile is None else part["scheduled"],
+                "sent": part["sent"],
+                "completed": part["completed"],
+                "errors": part["errors"],
+                "achieved_rps": round(part["completed"] / length, 2),
+                "service": summarize(decode(part["hdr"]["service"])),
+                "intended": None if hdr["intended"] is None else summarize(decode(hdr["intended"])),
+                "hdr": hdr,
+            }
+        )
+    return {"interval_s": SERIES_INTERVAL_S, "points": points}
+
+
+def _segments(
+    config: LoadConfig, profile: Profile, shares: Sequence[ShareResult], window: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each profile segment with its own histograms, counts, generator CPU and validity."""
+    if len(profile.segments) == 1:  # the window itself: no need for the shares to carry it twice
+        parts = [window]
+    else:
+        parts = _merged_parts([s.segments for s in shares], len(profile.segments), HISTOGRAMS)
+    out = []
+    for (start, end), segment, part in zip(profile.bounds(), profile.segments, parts, strict=True):
+        latency = {name: summarize(decode(part["hdr"][name])) for name in HISTOGRAMS}
+        reasons = invalid_reasons(
+            config,
+            requests=part["completed"],
+            scheduled=part["scheduled"],
+            errors=part["errors"],
+            lateness_p99_us=float(latency["lateness"]["p99"]),
+            cpu_percent=part["cpu_percent"],
+            connection_waits=part["connection_waits"],
+            seconds=segment.duration_s,
+            target=_segment_target(segment.start_rps, segment.end_rps),
+            where="this segment",
+        )
+        out.append(
+            {
+                "label": segment.label,
+                "start_s": round(start, 6),
+                "end_s": round(end, 6),
+                "start_rps": segment.start_rps,
+                "end_rps": segment.end_rps,
+                **{k: part[k] for k in _COUNTS},
+                "achieved_rps": round(part["completed"] / segment.duration_s, 2),
+                "cpu_percent": round(part["cpu_percent"], 1),
+                "latency_us": latency,
+                "hdr": dict(part["hdr"]),
+                "valid": not reasons,
+                "invalid_reasons": reasons,
+            }
+        )
+    return out
 
 
 def build_result(
     config: LoadConfig, shares: Sequence[ShareResult], *, started_at: str, locust_version: str
 ) -> dict[str, Any]:
-    """Merge the shares into one `testbed.load/1` document."""
+    """Merge the shares into one `testbed.load/2` document."""
     closed = config.loop == "closed"
+    profile = config.shape
     hdr: dict[str, str | None] = {name: encode(merge([s.hdr[name] for s in shares])) for name in HISTOGRAMS}
     latency: dict[str, dict[str, float | int] | None] = {
         name: summarize(decode(encoded)) for name, encoded in hdr.items() if encoded is not None
@@ -214,6 +346,7 @@ def build_result(
     for s in shares:
         error_kinds.update(s.error_kinds)
     cpu = max(s.cpu_percent for s in shares)
+    waits = sum(s.connection_waits for s in shares)
     reasons = invalid_reasons(
         config,
         requests=requests,
@@ -221,11 +354,26 @@ def build_result(
         errors=errors,
         lateness_p99_us=None if lateness is None else float(lateness["p99"]),
         cpu_percent=cpu,
-        connection_waits=sum(s.connection_waits for s in shares),
+        connection_waits=waits,
+        target=None if profile is None else _target(profile),
     )
     recorded = int(service["count"]) + errors
     if recorded != requests:  # every completed request is either a latency sample or an error
         reasons.append(f"internal: {recorded} samples and errors for {requests} completed requests")
+    series = _series(config, shares)
+    segments: list[dict[str, Any]] = []
+    if profile is not None:
+        window: dict[str, Any] = {"scheduled": scheduled, "sent": sum(s.sent for s in shares)}
+        window["completed"] = requests
+        window |= {"errors": errors, "connection_waits": waits, "cpu_percent": cpu}
+        window["hdr"] = {name: merged for name, merged in hdr.items() if merged is not None}
+        segments = _segments(config, profile, shares, window)
+        if len(segments) > 1:  # one segment is the window: its reasons are the trial's already
+            reasons += [f"{x['label']}: {r}" for x in segments for r in x["invalid_reasons"]]
+        if sum(x["completed"] for x in segments) != requests:
+            reasons.append("internal: the segments' completed requests do not add up to the window's")
+    if any(s.series for s in shares) and sum(p["completed"] for p in series["points"]) != requests:
+        reasons.append("internal: the series' completed requests do not add up to the window's")
     return {
         "schema": SCHEMA,
         "target": config.url,
@@ -238,6 +386,7 @@ def build_result(
         "method": config.method,
         "body_bytes": config.body_bytes,
         "load_model": load_model(config),
+        "profile": None if profile is None else profile.to_dict(),
         "null_reasons": dict(CLOSED_NULLS) if closed else {},
         "requests": requests,
         "scheduled": None if closed else scheduled,
@@ -248,6 +397,8 @@ def build_result(
         "invalid_reasons": reasons,
         "latency_us": latency,
         "hdr": hdr,
+        "series": series,
+        "segments": segments,
         "loadgen": {
             "cpu_percent": round(cpu, 1),
             "cpu_percent_per_process": [round(s.cpu_percent, 1) for s in shares],

@@ -42,7 +42,7 @@ def preflight(config: LoadConfig, *, timeout_s: float = 3.0) -> None:
 def run_trial(
     config: LoadConfig, *, expect_workers: int = 0, master_bind: tuple[str, int] | None = None
 ) -> dict[str, Any]:
-    """Run the trial and return its `testbed.load/1` document (valid or not).
+    """Run the trial and return its `testbed.load/2` document (valid or not).
 
     With `expect_workers`, this process is a Locust master listening on `master_bind` that waits for
     that many workers started elsewhere (`python -m testbed.loadgen.worker HOST PORT`, e.g. in other

@@ -201,8 +201,9 @@ class KubePlatform:
         The namespace's pods are read right before the load and right after it (`pods-before.json`,
         `pods-after.json`), and so are the mesh's own outside it (`KubeMesh.traffic_pods`,
         `pods-NS-SELECTOR-before.json`, ...): a container that restarted, a pod replaced, or one not ready at
-        the end (`testbed.kube.health`; not ready only: read again `kt.NOT_READY_RECHECK_S` later), pods
-        that cannot be read before or after the load, or a load generator killed by a signal, fail the
+        the end (`testbed.kube.health`; not ready only: read again `kt.NOT_READY_RECHECK_S` later), a pod
+        not Running and ready before the load (read again the same way: `_read_pods_before`), pods that
+        cannot be read before or after the load, or a load generator killed by a signal, fail the
         trial with `TrialFailed`: it is recorded with what was measured, never as a result, and the run
         goes on.
         """
@@ -355,18 +356,52 @@ class KubePlatform:
 
     def _read_pods_before(self, reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> dict[str, str]:
         """Every pods read right before the load, by name; one that fails fails the trial, not the run
-        (e.g. a busy API server's timeout), as the same read after the load does."""
+        (e.g. a busy API server's timeout), as the same read after the load does.
+
+        The trials of a mesh share its pods, so a trial after a failed one may find one still recovering:
+        a pod not Running and ready (`health.not_ready_before`) is read again `kt.NOT_READY_RECHECK_S`
+        later (`pods-before-again.json`, then the trial's baseline), and still not ready fails the trial
+        before its load rather than measure a topology that is not whole.
+        """
         before: dict[str, str] = {}
         for read in reads:
-            try:
-                before[read.name] = self.run(read.step).stdout
-            except TestbedError as e:
-                failure = _pods_failure(reads, trial_dir, log)
-                raise TrialFailed(
-                    f"{read.what} could not be read before the load: {e.message}", failure=failure
-                ) from None
-            _pods_file(trial_dir, read, "before").write_text(before[read.name])
+            before[read.name] = self._read_before(read, reads, trial_dir, log, "before")
+        unready = {
+            read.name: health.not_ready_before(before[read.name], namespace=_qualified(read))
+            for read in reads
+        }
+        if not any(unready.values()):
+            return before
+        time.sleep(kt.NOT_READY_RECHECK_S)
+        still: list[health.Problem] = []
+        for read in (read for read in reads if unready[read.name]):
+            before[read.name] = self._read_before(read, reads, trial_dir, log, "before-again")
+            still += health.not_ready_before(before[read.name], namespace=_qualified(read))
+        if still:
+            failure = _pods_failure(reads, trial_dir, log)
+            failure["problems"] = [problem.to_json() for problem in still]
+            where = f"{still[0].namespace}/{still[0].pod}" if still[0].namespace else still[0].pod
+            raise TrialFailed(
+                f"pod {where} not ready before the load: {health.summary(still)} "
+                f"(read again {kt.NOT_READY_RECHECK_S:g} s later)",
+                failure=failure,
+            )
         return before
+
+    def _read_before(
+        self, read: kt.PodsRead, reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path, when: str
+    ) -> str:
+        """One pods read before the load, kept in its file; one that fails fails the trial."""
+        try:
+            text = self.run(read.step).stdout
+        except TestbedError as e:
+            again = " again" if when != "before" else ""
+            raise TrialFailed(
+                f"{read.what} could not be read{again} before the load: {e.message}",
+                failure=_pods_failure(reads, trial_dir, log),
+            ) from None
+        _pods_file(trial_dir, read, when).write_text(text)
+        return text
 
     def _check_pods(
         self, reads: Sequence[kt.PodsRead], before: Mapping[str, str], trial_dir: Path, log: Path
@@ -520,7 +555,8 @@ class _ReadFailed(Exception):
 
 
 def _pods_file(trial_dir: Path, read: kt.PodsRead, when: str) -> Path:
-    """`pods-before.json`, `pods-after.json`, `pods-again.json` (the app namespace), `pods-NS-SEL-...`."""
+    """`pods-before.json`, `pods-before-again.json`, `pods-after.json`, `pods-again.json` (the app
+    namespace), `pods-NS-SEL-...`."""
     return trial_dir / f"{read.name}-{when}.json"
 
 
@@ -533,12 +569,18 @@ def _pods_failure(reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> d
     """failed.json's facts of the pods: the files of every read so far (None: not read), the load's log."""
 
     def files(read: kt.PodsRead) -> dict[str, str | None]:
-        paths = {when: _pods_file(trial_dir, read, when) for when in ("before", "after", "again")}
+        whens = ("before", "before-again", "after", "again")
+        paths = {when: _pods_file(trial_dir, read, when) for when in whens}
         return {when: str(path) if path.exists() else None for when, path in paths.items()}
 
     app, *mesh = reads
     failure: dict[str, Any] = {"problems": []}
-    failure |= {f"pods_{when}": path for when, path in files(app).items() if when != "again" or path}
+    # The reads made only when a pod was not ready (`before-again`, `again`) are named only if made.
+    failure |= {
+        f"pods_{when.replace('-', '_')}": path
+        for when, path in files(app).items()
+        if when in ("before", "after") or path
+    }
     failure["mesh_pods"] = [
         {"namespace": read.namespace, "selector": read.selector} | files(read) for read in mesh
     ]

@@ -23,12 +23,13 @@ import pandas as pd
 
 from testbed import __version__
 from testbed.errors import UsageError
-from testbed.loadgen.result import SCHEMA as RESULT_SCHEMA
-from testbed.reporting import stats
+from testbed.loadgen.result import READABLE_SCHEMAS as READABLE_RESULT_SCHEMAS
+from testbed.reporting import series, stats
 from testbed.resources import KERNEL, NODE_OVERHEAD
 
-#: Still /1 with `skipped_results` added: a new field is backward-compatible (readers ignore what they do
-#: not know, and a summary without it reads as nothing skipped); a field changed or removed bumps it.
+#: Still /1 with `skipped_results` and each cell's `over_time` (`series.pool`, null for /1 results) added:
+#: a new field is backward-compatible (readers ignore what they do not know, and a summary without it reads
+#: as nothing skipped); a field changed or removed bumps it.
 SUMMARY_SCHEMA = "testbed.summary/1"
 HISTOGRAM = "service"  # timed on the wire: first request byte out, last response byte in
 GATED = ("p50", "p90", "p99", "p999")  # percentiles that get intervals and overheads
@@ -150,11 +151,12 @@ def _json_type(value: Any) -> str:
 
 
 def _problems(result: dict[str, Any]) -> str | None:
-    """Why a parsed result.json is not a `testbed.load/1` result the analysis can read, or None."""
-    if result.get("schema") != RESULT_SCHEMA:
+    """Why a parsed result.json is not a `testbed.load/1` or `/2` result the analysis can read, or None."""
+    if result.get("schema") not in READABLE_RESULT_SCHEMAS:  # /2 only added fields (profiles, series)
+        expected = " or ".join(repr(x) for x in READABLE_RESULT_SCHEMAS)
         if "schema" not in result:
-            return f"no schema (expected {RESULT_SCHEMA!r})"
-        return f"schema is {result['schema']!r}, not {RESULT_SCHEMA!r}"
+            return f"no schema (expected {expected})"
+        return f"schema is {result['schema']!r}, not {expected}"
     missing, wrong = [], []
     # A closed-loop result names the fields it leaves null, with why (`testbed.loadgen.result.CLOSED_NULLS`).
     nulls = result.get("null_reasons") or {}
@@ -222,6 +224,10 @@ def _trial_row(key: str, result: dict[str, Any]) -> dict[str, Any]:
         "lateness_p99_us": _p99_or_nan(result["latency_us"]["lateness"]),
         "intended_p99_us": _p99_or_nan(result["latency_us"]["intended"]),
         "loadgen_cpu_percent": float(result["loadgen"]["cpu_percent"]),
+        # `testbed.load/2`: the profile, the per-interval series and the segments (None in /1 results).
+        "over_time": {k: result[k] for k in ("profile", "series", "segments")}
+        if series.has_series(result)
+        else None,
     }
     for name in stats.PERCENTILES:
         row[f"{name}_us"] = float(result["latency_us"][HISTOGRAM][name])
@@ -364,8 +370,23 @@ def _cell(run: Run, mesh: str, rate: float, members: pd.DataFrame) -> tuple[dict
             float(valid["lateness_p99_us"].max()) if valid["lateness_p99_us"].notna().any() else None
         ),
         "overhead": {},
+        "over_time": _over_time(valid),
     }
     return cell, distribution
+
+
+def _over_time(valid: pd.DataFrame) -> dict[str, Any] | None:
+    """The valid trials' series and segments pooled (`series.pool`); None without series (/1 results).
+
+    A series that cannot be pooled leaves the cell's other figures alone: `unavailable` says why."""
+    shapes = [s for s in valid.get("over_time", []) if isinstance(s, dict)]
+    if not shapes:
+        return None
+    try:
+        return series.pool(shapes)
+    # hdrh raises bare Exception subclasses on a damaged histogram (hdrh/codec.py), as in `_read_trial`.
+    except Exception as e:
+        return {"unavailable": f"{type(e).__name__}: {e}"}
 
 
 def _resources(valid: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -10,7 +10,15 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
+from testbed.reporting import capacity as capacity_text
 from testbed.reporting.analysis import load_of
+from testbed.reporting.series import (
+    RECOVERY_INTERVALS,
+    RECOVERY_MARGIN,
+    profile_cells,
+    recovery_text,
+    segment_rate,
+)
 from testbed.reporting.text import _context, _ms, _pct, memory_label, resource_notes, trial_order
 from testbed.resources import KERNEL, NODE_OVERHEAD
 
@@ -118,6 +126,142 @@ def _by_rate(summary: dict[str, Any], meshes: list[str]) -> str:
     fig.update_xaxes(title="offered rate (requests per second)")
     fig.update_yaxes(title="service latency (ms)", rangemode="tozero")
     return _div(fig, "by-rate")
+
+
+def _steps(
+    points: list[dict[str, Any]], values: list[float | None]
+) -> tuple[list[float], list[float | None]]:
+    """An interval's figure held across the interval (a step per interval, plotted with shape `hv`)."""
+    if not points:
+        return [], []
+    return [p["start_s"] for p in points] + [points[-1]["end_s"]], [*values, values[-1]]
+
+
+def _over_time(summary: dict[str, Any], meshes: list[str], rate: float) -> str:
+    """p50 and p99 per interval of every mesh at one rate slot, the target and achieved rates on a second
+    axis, the profile's segments shaded and each mesh's spike recovery marked."""
+    cells = [c for c in profile_cells(summary) if c["rate"] == rate]
+    fig = go.Figure()
+    back: dict[float, list[str]] = {}  # a spike's recovery: when each mesh's p99 was back
+    for c in cells:
+        points, color = c["over_time"]["points"], _color(meshes, c["mesh"])
+        for name, dash in (("p50", "solid"), ("p99", "dot")):
+            # An interval without a sample (nothing completed) is a gap, not a zero.
+            x, y = _steps(
+                points, [p["service"][name] / 1000 if p["service"]["count"] else None for p in points]
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=f"{c['mesh']} {name}",
+                    line={"color": color, "dash": dash, "shape": "hv"},
+                    hovertemplate="from %{x:g} s: %{y:.3f} ms<extra>" + f"{c['mesh']} {name}" + "</extra>",
+                )
+            )
+        x, y = _steps(points, [p["achieved_rps"] for p in points])
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                yaxis="y2",
+                mode="lines",
+                name=f"{c['mesh']} achieved rps",
+                line={"color": color, "width": 1, "dash": "dashdot", "shape": "hv"},
+                opacity=0.6,
+                hovertemplate="from %{x:g} s: %{y:.1f} rps<extra>" + f"{c['mesh']} achieved" + "</extra>",
+            )
+        )
+        recovery = c["over_time"].get("recovery")
+        if recovery and recovery.get("recovered_at_s") is not None:
+            back.setdefault(recovery["recovered_at_s"], []).append(c["mesh"])
+    for at, names in back.items():  # one mark per time, naming every mesh back then (labels would overlap)
+        fig.add_vline(
+            x=at,
+            line={"color": "#444", "dash": "dash", "width": 1},
+            annotation={"text": f"p99 back: {', '.join(names)}", "font": {"size": 10}},
+            annotation_position="bottom right",
+        )
+    first = cells[0]["over_time"]
+    segments = first["segments"]  # the same profile in every cell of the rate slot
+    fig.add_trace(
+        go.Scatter(  # the profile's rate itself, exact (a ramp is a slope, a step a jump)
+            x=[t for s in segments for t in (s["start_s"], s["end_s"])],
+            y=[r for s in segments for r in (s["start_rps"], s["end_rps"])],
+            yaxis="y2",
+            mode="lines",
+            name="target rps",
+            line={"color": "#888", "width": 2, "dash": "dash"},
+            hovertemplate="%{x:g} s: %{y:.1f} rps<extra>target</extra>",
+        )
+    )
+    for i, s in enumerate(segments):
+        fig.add_vrect(
+            x0=s["start_s"],
+            x1=s["end_s"],
+            fillcolor="#999" if i % 2 else "#ddd",
+            opacity=0.15,
+            line_width=0,
+            annotation={"text": escape(s["label"]), "font": {"size": 10}},
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        title=f"Latency and rate over the window: {first['profile']['arg']} (valid trials pooled)",
+        yaxis={"title": "service latency (ms)", "rangemode": "tozero"},
+        yaxis2={
+            "title": "requests per second",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tickmode": "auto",
+        },
+        legend={"orientation": "h", "y": -0.2},
+    )
+    fig.update_xaxes(title=f"seconds into the measured window (intervals of {first['interval_s']:g} s)")
+    return _div(fig, f"over-time-{rate:g}")
+
+
+def _over_time_section(summary: dict[str, Any], meshes: list[str]) -> list[str]:
+    """The figure, each mesh's segments and a spike's recovery, for non-constant profiles only."""
+    cells = profile_cells(summary)
+    if not cells:
+        return []
+    parts = ["<h2>Load over time</h2>"]
+    parts += [_over_time(summary, meshes, rate) for rate in sorted({c["rate"] for c in cells})]
+    rows = []
+    for c in cells:
+        ot = c["over_time"]
+        for s in ot["segments"]:
+            service, intended = s["latency_us"]["service"] or {}, s["latency_us"]["intended"] or {}
+            rows.append(
+                [
+                    escape(c["mesh"]),
+                    escape(s["label"]),
+                    f"{s['start_s']:g}&ndash;{s['end_s']:g}",
+                    escape(segment_rate(s)),
+                    f"{s['achieved_rps']:.1f}",
+                    _ms(service.get("p50")),
+                    _ms(service.get("p99")),
+                    _ms(intended.get("p99")),
+                    str(s["errors"]),
+                    f"{s['invalid_trials']}/{ot['trials']}",
+                ]
+            )
+    header = ["mesh", "segment", "seconds", "target rps", "achieved rps", "p50 ms", "p99 ms"]
+    header += ["p99 from intended ms", "errors", "invalid in trials"]
+    parts.append(_table(header, rows, range(2, 10)))
+    recoveries = [(c["mesh"], c["over_time"]["recovery"]) for c in cells if c["over_time"].get("recovery")]
+    if recoveries:
+        parts.append(
+            "<p>Spike recovery: the time from the burst's end to the start of the first interval from "
+            f"which the p99 of {RECOVERY_INTERVALS} consecutive intervals (merged over the trials; fewer "
+            f"when the window ends first) is within {RECOVERY_MARGIN:.0%} of the pre-spike p99:</p><ul>"
+        )
+        parts += [f"<li>{escape(mesh)}: {escape(recovery_text(r))}</li>" for mesh, r in recoveries]
+        parts.append("</ul>")
+    return parts
 
 
 def _resources(summary: dict[str, Any]) -> str | None:
@@ -291,6 +435,73 @@ interval that contains zero means the overhead is not distinguishable from noise
 """
 
 
+def _capacity(cap: dict[str, Any]) -> list[str]:
+    """The capacity section: the answer per mesh, and p99 against the achieved rate with the SLO and knees."""
+    meshes = [m["mesh"] for m in cap["meshes"]]
+    base = cap["baseline"] or "baseline"
+    rows = []
+    for m in cap["meshes"]:
+        share, cost = capacity_text.share_text(m)
+        failed = f" ({m['failed_probes']} failed)" if m["failed_probes"] else ""
+        rows.append(
+            [
+                escape(m["mesh"]),
+                escape(capacity_text.answer_text(m)),
+                escape(capacity_text.confirmation_text(m)),
+                escape(m["limited_by"] or ""),
+                escape(share),
+                escape(cost),
+                escape(capacity_text.knee_text(m)),
+                f"{m['probes']}{failed}",
+            ]
+        )
+    header = ["mesh", "max rate rps", "confirmed", "limited by", f"share of {base}", "cost", "knee", "probes"]
+    fig = go.Figure()
+    for m in cap["meshes"]:
+        color = _color(meshes, m["mesh"])
+        points = m["points"]
+        fig.add_trace(
+            go.Scatter(
+                x=[p["achieved_rate"] for p in points],
+                y=[p["p99_ms"] for p in points],
+                mode="lines+markers",
+                name=m["mesh"],
+                line={"color": color},
+                text=[f"offered {p['rate']:g} rps, {p['passed']}/{p['probes']} passed" for p in points],
+                hovertemplate="%{x:.1f} rps achieved, p99 %{y:.3f} ms<br>%{text}",
+            )
+        )
+        if m["knee"]:
+            knee = m["knee"]
+            fig.add_trace(
+                go.Scatter(
+                    x=[knee["achieved_rate"]],
+                    y=[knee["p99_ms"]],
+                    mode="markers",
+                    name=f"{m['mesh']} knee",
+                    marker={"symbol": "star", "size": 16, "color": color, "line": {"width": 1}},
+                    hovertemplate=f"knee of {escape(m['mesh'])}: offered {knee['rate']:g} rps<extra></extra>",
+                )
+            )
+    fig.add_hline(
+        y=cap["slo_p99_ms"],
+        line={"dash": "dash", "color": "#b00"},
+        annotation_text=f"SLO p99 {cap['slo_p99_ms']:g} ms",
+    )
+    # Past saturation p99 grows by orders of magnitude: a log axis keeps the flat part readable.
+    fig.update_xaxes(title="achieved rate (rps)", rangemode="tozero")
+    fig.update_yaxes(title="service p99 (ms), median of the probes at each rate", type="log")
+    fig.update_layout(title="Latency against throughput, to saturation (star: the knee)")
+    notes = "".join(f'<p class="note">{escape(m["mesh"])}: {escape(m["note"])}</p>' for m in cap["meshes"])
+    return [
+        "<h2>Capacity</h2>",
+        f"<p>{escape(capacity_text.objective_text(cap))} The knee: {escape(cap['knee_method'])}.</p>",
+        _table(header, rows, range(1, 8)),
+        notes,
+        _div(fig, "capacity"),
+    ]
+
+
 def _listing(title: str, items: list[tuple[str, str]], *, separator: str = ": ") -> list[str]:
     """A titled list of paths and what is wrong with each; nothing when there is nothing to list."""
     if not items:
@@ -314,6 +525,8 @@ def render(summary: dict[str, Any]) -> str:
         parts.append("</ul></div>")
     else:
         parts.append('<div class="ok">No warnings: every cell has enough valid, stable trials.</div>')
+    if summary.get("capacity"):  # a capacity run: its answer first (its probes are not latency cells)
+        parts += _capacity(summary["capacity"])
     parts += ["<h2>Summary</h2>", _summary_table(summary)]
     parts.append("<h2>Latency by percentile</h2>")
     parts += [_spectrum(summary, meshes, rate) for rate in rates]
@@ -321,6 +534,7 @@ def render(summary: dict[str, Any]) -> str:
     if overhead:
         parts += ["<h2>Overhead</h2>", overhead]
     parts += ["<h2>Latency against rate</h2>", _by_rate(summary, meshes)]
+    parts += _over_time_section(summary, meshes)
     resources = _resources(summary)
     if resources:
         parts += ["<h2>Resources</h2>", resources, _resources_table(summary)]

@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from testbed.reporting import analysis
+from testbed.reporting import analysis, series
+from testbed.reporting import capacity as capacity_report
 from testbed.reporting.claims import load_claims
 from testbed.reporting.claims_check import check
+from testbed.reporting.series import profile_cells, recovery_text, segment_rate
 from testbed.reporting.text import (
     _ci_ms,
     _context,
@@ -32,6 +34,9 @@ def build(run_dir: Path, *, baseline: str = "none", require_baseline: bool = Fal
         analysis.load_run(run_dir), baseline=baseline, require_baseline=require_baseline
     )
     summary["claims"] = check(summary, load_claims())
+    capacity = capacity_report.read(run_dir, summary["run"].get("meshes") or [])
+    if capacity:  # a `profile = "capacity"` run: a search per mesh, beside its probes
+        summary["capacity"] = capacity_report.section(capacity, baseline=baseline)
     reproduction = run_dir / "reproduction.json"  # written by `testbed reproduce`
     if reproduction.is_file():
         summary["reproduction"] = json.loads(reproduction.read_text())
@@ -82,6 +87,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Mesh overhead: run {run.get('run_id', '?')}", "", _context(summary), ""]
     if summary["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
+    if summary.get("capacity"):  # a capacity run: its answer first (its probes are not latency cells)
+        lines += _capacity_markdown(summary["capacity"])
     lines += [
         "## Latency",
         "",
@@ -117,6 +124,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{_ms(c['intended_latency_us']['p99'])} | "
             f"{added('p50')} | {added('p99')} |"
         )
+    lines += _over_time_markdown(summary)
     notes = resource_notes(summary)
     lines += ["", "## Resources", "", notes[0], ""]
     lines += [
@@ -179,8 +187,89 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _over_time_markdown(summary: dict[str, Any]) -> list[str]:
+    """Per mesh, each segment of a non-constant profile pooled over the valid trials; a spike's recovery."""
+    cells = profile_cells(summary)
+    unavailable = [c for c in summary["cells"] if "unavailable" in (c.get("over_time") or {})]
+    if not cells and not unavailable:
+        return []
+    lines = ["", "## Load over time", ""]
+    for arg in dict.fromkeys(c["over_time"]["profile"]["arg"] for c in cells):
+        lines += [
+            f"Profile `{arg}`. Each segment pooled over the valid trials (their histograms of the segment "
+            "merged); achieved is per trial. The HTML report plots p50 and p99 per interval "
+            "(summary.json: `over_time`).",
+            "",
+        ]
+    for c in cells:
+        ot = c["over_time"]
+        lines += [
+            f"### {c['mesh']}",
+            "",
+            "| segment | from s | to s | target rps | achieved rps | p50 ms | p99 ms | p99 from intended ms "
+            "| errors | invalid in trials |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in ot["segments"]:
+            service, intended = s["latency_us"]["service"] or {}, s["latency_us"]["intended"] or {}
+            lines.append(
+                f"| {s['label']} | {s['start_s']:g} | {s['end_s']:g} | {segment_rate(s)} | "
+                f"{s['achieved_rps']:.1f} | {_ms(service.get('p50'))} | {_ms(service.get('p99'))} | "
+                f"{_ms(intended.get('p99'))} | {s['errors']} | {s['invalid_trials']}/{ot['trials']} |"
+            )
+        if ot.get("recovery"):
+            lines += ["", f"Spike recovery: {recovery_text(ot['recovery'])}."]
+        lines.append("")
+    if any(c["over_time"].get("recovery") for c in cells):
+        lines += [
+            f"Recovery is the time from the burst's end to the start of the first interval from which the "
+            f"p99 of {series.RECOVERY_INTERVALS} consecutive intervals (their histograms merged over the "
+            f"trials; fewer when the window ends first) is within {series.RECOVERY_MARGIN:.0%} of the "
+            "pre-spike p99 (the `before` segment's, pooled); its resolution is one interval.",
+            "",
+        ]
+    lines += [f"- {c['mesh']} at {analysis.load_of(c)}: no series: {c['over_time']['unavailable']}" for c in
+              unavailable]  # fmt: skip
+    return lines
+
+
 def _listing(title: str, items: list[tuple[str, str]], *, separator: str = ": ") -> list[str]:
     """A titled list of paths and what is wrong with each; nothing when there is nothing to list."""
     if not items:
         return []
     return ["", f"## {title}", "", *(f"- `{path}`{separator}{why}" for path, why in items)]
+
+
+def _capacity_markdown(cap: dict[str, Any]) -> list[str]:
+    """The capacity section: the answer per mesh against the baseline's, then each mesh's curve."""
+    base = cap["baseline"]
+    lines = ["## Capacity", "", capacity_report.objective_text(cap), ""]
+    lines += [
+        f"| mesh | max rate rps | confirmed | limited by | share of {base or 'baseline'} | cost "
+        "| knee | probes |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for m in cap["meshes"]:
+        share, cost = capacity_report.share_text(m)
+        failed = f" ({m['failed_probes']} failed)" if m["failed_probes"] else ""
+        lines.append(
+            f"| {m['mesh']} | {capacity_report.answer_text(m)} | {capacity_report.confirmation_text(m)} | "
+            f"{m['limited_by'] or ''} | {share} | {cost} | {capacity_report.knee_text(m)} | "
+            f"{m['probes']}{failed} |"
+        )
+    lines += ["", *(f"- {m['mesh']}: {m['note']}" for m in cap["meshes"] if m["note"])]
+    lines += [
+        "",
+        "The latency/throughput curve, per offered rate: achieved rps, median service p99 ms of its probes "
+        f"(passed of probed); **bold**: the knee ({cap['knee_method']}).",
+        "",
+    ]
+    for m in cap["meshes"]:
+        knee = m["knee"]["rate"] if m["knee"] else None
+        points = []
+        for p in m["points"]:
+            text = f"{p['rate']:g} rps: {p['achieved_rate']:g}, {p['p99_ms']:.3f} ms"
+            text += f" ({p['passed']}/{p['probes']})"
+            points.append(f"**{text}**" if p["rate"] == knee else text)
+        lines.append(f"- {m['mesh']}: " + ("; ".join(points) or "no probe measured anything"))
+    return [*lines, ""]

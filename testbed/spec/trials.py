@@ -58,6 +58,8 @@ def load_config(scenario: Scenario, trial: Trial, target_url: str) -> LoadConfig
         loop=scenario.loop,
         users=scenario.users,
         new_connection=scenario.new_connection,
+        # steps/ramp/spike: the trial's rate slot is the profile's peak and the window its length.
+        profile=scenario.profile,
         seed=trial.index,
         limits=ValidityLimits(max_lateness_p99_ms=scenario.max_lateness_ms),
     )
@@ -70,7 +72,10 @@ def load_argv(config: LoadConfig) -> list[str]:
         argv += ["--duration", f"{config.duration_s:g}", "--warmup", f"{config.warmup_s:g}"]
         argv += ["--processes", str(config.processes), "--seed", str(config.seed)]
     else:
-        argv = ["load", config.url, "--rate", f"{config.rate:g}", "--duration", f"{config.duration_s:g}"]
+        if config.profile is not None:  # it sets the rate and the window (`testbed load` checks they agree)
+            argv = ["load", config.url, "--profile", config.profile.to_arg()]
+        else:
+            argv = ["load", config.url, "--rate", f"{config.rate:g}", "--duration", f"{config.duration_s:g}"]
         argv += ["--warmup", f"{config.warmup_s:g}", "--connections", str(config.connections)]
         argv += ["--processes", str(config.processes), "--arrival", config.arrival]
         argv += ["--seed", str(config.seed)]

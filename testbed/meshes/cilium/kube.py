@@ -134,12 +134,15 @@ class Cilium:
     # In kube-system, cilium-cli's default namespace (cilium/cilium-cli v0.19.7 vendor/github.com/cilium/
     # cilium/cilium-cli/cli/cmd.go:106), the chart's pod template labels (cilium-1.20.0.tgz in cilium/charts,
     # cilium/templates/): the agent, the datapath (cilium-agent/daemonset.yaml:82 k8s-app: cilium); its
-    # Envoy, the L7 proxy (cilium-envoy/daemonset.yaml:49 k8s-app: cilium-envoy); the operator
-    # (cilium-operator/deployment.yaml:60 io.cilium/app: operator).
+    # Envoy, the L7 proxy (cilium-envoy/daemonset.yaml:49 k8s-app: cilium-envoy). Not the operator
+    # (cilium-operator/deployment.yaml:60 io.cilium/app: operator): it carries no packet (IPAM, CRD
+    # garbage collection), and it restarts whenever it loses its leader lease, which a busy kind host's API
+    # server can make it do (cilium/cilium operator/cmd/root.go runOperator: OnStoppedLeading shuts the
+    # operator down, "Leader election lost"; renew deadline 10 s, operator/cmd/leader_election.go), so its
+    # restart would fail a trial whose traffic it never touched.
     traffic_pods: tuple[tuple[str, str], ...] = (
         ("kube-system", "k8s-app=cilium"),
         ("kube-system", "k8s-app=cilium-envoy"),
-        ("kube-system", "io.cilium/app=operator"),
     )
 
     def __init__(self, *, encrypted: bool = True) -> None:
