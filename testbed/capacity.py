@@ -197,7 +197,7 @@ _MEASURED = (
 
 
 def classify(result: Mapping[str, Any], objective: Objective, config: LoadConfig) -> tuple[Verdict, str]:
-    """The verdict of one `testbed.load/1` result, and why."""
+    """The verdict of one `testbed.load/2` result, and why."""
     limits = config.limits
     lat = result["latency_us"]
     requests, errors, scheduled = result["requests"], result["errors"], result["scheduled"]
@@ -326,7 +326,7 @@ def search(run_probe: Callable[[float, str], Probe], policy: Policy) -> Outcome:
 
 
 def run_probe(config: LoadConfig, directory: Path) -> dict[str, Any]:
-    """One `testbed load` trial in a child process; its `testbed.load/1` result."""
+    """One `testbed load` trial in a child process; its `testbed.load/2` result."""
     directory.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "testbed", "--quiet", *load_argv(config), "--out", str(directory)]
     log_path = directory / "loadgen.log"

@@ -342,7 +342,7 @@ def test_a_short_real_closed_loop_reproduction_runs_its_open_loop_twin(tmp_path:
 
 
 def test_kubernetes_reproductions_size_the_generator_to_the_rate() -> None:
-    """3200 rps on kind: two engine processes in the loadgen pod, 8 ms lateness, and the hint to add workers."""
+    """3200 rps on kind: two engine processes in the loadgen pod, 8 ms lateness, a hint to add workers."""
     setups, claims = reproduce.sources()
     plan = reproduce.plan("arxiv-2411.02267", "kind", setups=setups, claims=claims)
     assert plan.scenario["processes"] == 2 and plan.scenario["max_lateness_ms"] == 8.0

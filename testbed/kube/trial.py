@@ -224,7 +224,7 @@ def trial_plan(
     load = Step(
         description=f"the trial: {label} for {config.warmup_s:g} + {config.duration_s:g} s "
         f"(+ {config.tail_s:g} s not recorded, under which the end is read) from the loadgen pod; "
-        "the testbed.load/1 JSON comes back on stdout",
+        "the testbed.load/2 JSON comes back on stdout",
         argv=(
             *k,
             "exec",

@@ -36,4 +36,4 @@ class Platform(Protocol):
         """Bring the topology up with the mesh; tear it all down on exit, whatever happened."""
 
     def measure(self, deployment: Any, config: LoadConfig, trial_dir: Path) -> dict[str, Any]:
-        """Run one trial; its `testbed.load/1` result plus `resources` and `mesh_evidence`."""
+        """Run one trial; its `testbed.load/2` result plus `resources` and `mesh_evidence`."""

@@ -621,7 +621,7 @@ def _load_failed(error: CommandError, log: Path) -> TestbedError:
 
 
 def parse_load_output(stdout: str, *, log: Path) -> dict[str, Any]:
-    """The `testbed.load/1` document that `testbed load --out -` printed in the pod."""
+    """The `testbed.load/2` document that `testbed load --out -` printed in the pod."""
     try:
         result = json.loads(stdout)
     except ValueError:
