@@ -435,8 +435,23 @@ def _platform(name: str, args: argparse.Namespace) -> Any:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _with_trials(scenario: Any, trials: int | None) -> Any:
+    """The scenario with `--trials` applied (a capacity search's trials are its repeats at the answer)."""
     import dataclasses
+
+    if trials is None:
+        return scenario
+    if trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {trials}")
+    scenario = dataclasses.replace(scenario, trials=trials)
+    if scenario.capacity is not None:
+        scenario = dataclasses.replace(
+            scenario, capacity=dataclasses.replace(scenario.capacity, repeats=trials)
+        )
+    return scenario
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from testbed.reporting.report import write_report
@@ -451,11 +466,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mesh {args.mesh!r} names a mesh twice")
     if args.waypoint and "istio-ambient" not in meshes:
         raise UsageError("--waypoint adds Istio's waypoint to istio-ambient: put istio-ambient in --mesh")
-    scenario = load_scenario(args.scenario)
-    if args.trials is not None:
-        if args.trials < 1:
-            raise UsageError(f"--trials must be at least 1, got {args.trials}")
-        scenario = dataclasses.replace(scenario, trials=args.trials)
+    scenario = _with_trials(load_scenario(args.scenario), args.trials)
     if args.max_failures < 1:
         raise UsageError(f"--max-failures must be at least 1, got {args.max_failures}")
     options = RunOptions(

@@ -531,3 +531,15 @@ repeats = 1
         assert saved["mesh"] == "none" and saved["resources"]["components"]["app"]["processes"] == 1
     assert "## Capacity" in proc.stdout and f"| none | {doc['max_rate_rps']:g} |" in proc.stdout
     assert (run_dir / "report.html").is_file()
+
+
+def test_trials_on_the_command_line_are_the_capacity_searchs_repeats() -> None:
+    from testbed.cli import _with_trials
+    from testbed.errors import UsageError
+    from testbed.spec.scenario import load_scenario
+
+    scenario = _with_trials(load_scenario("capacity"), 5)
+    assert scenario.capacity is not None and scenario.capacity.repeats == 5 and scenario.trials == 5
+    assert _with_trials(load_scenario("steady"), 2).trials == 2
+    with pytest.raises(UsageError, match="--trials must be at least 1"):
+        _with_trials(load_scenario("capacity"), 0)

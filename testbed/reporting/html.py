@@ -510,6 +510,21 @@ def _listing(title: str, items: list[tuple[str, str]], *, separator: str = ": ")
     return [f"<h2>{escape(title)}</h2><ul>", *rows, "</ul>"]
 
 
+def _cell_sections(summary: dict[str, Any], meshes: list[str], rates: list[float]) -> list[str]:
+    """The figures of the (mesh, rate) cells: summary, percentiles, overhead, rate, over time, resources."""
+    parts = ["<h2>Summary</h2>", _summary_table(summary), "<h2>Latency by percentile</h2>"]
+    parts += [_spectrum(summary, meshes, rate) for rate in rates]
+    overhead = _overhead(summary, meshes)
+    if overhead:
+        parts += ["<h2>Overhead</h2>", overhead]
+    parts += ["<h2>Latency against rate</h2>", _by_rate(summary, meshes)]
+    parts += _over_time_section(summary, meshes)
+    resources = _resources(summary)
+    if resources:
+        parts += ["<h2>Resources</h2>", resources, _resources_table(summary)]
+    return parts
+
+
 def render(summary: dict[str, Any]) -> str:
     run = summary["run"]
     meshes = list(dict.fromkeys(c["mesh"] for c in summary["cells"]))
@@ -527,17 +542,8 @@ def render(summary: dict[str, Any]) -> str:
         parts.append('<div class="ok">No warnings: every cell has enough valid, stable trials.</div>')
     if summary.get("capacity"):  # a capacity run: its answer first (its probes are not latency cells)
         parts += _capacity(summary["capacity"])
-    parts += ["<h2>Summary</h2>", _summary_table(summary)]
-    parts.append("<h2>Latency by percentile</h2>")
-    parts += [_spectrum(summary, meshes, rate) for rate in rates]
-    overhead = _overhead(summary, meshes)
-    if overhead:
-        parts += ["<h2>Overhead</h2>", overhead]
-    parts += ["<h2>Latency against rate</h2>", _by_rate(summary, meshes)]
-    parts += _over_time_section(summary, meshes)
-    resources = _resources(summary)
-    if resources:
-        parts += ["<h2>Resources</h2>", resources, _resources_table(summary)]
+    if summary["cells"]:  # a capacity run has only probes: no latency or resource cells to show
+        parts += _cell_sections(summary, meshes, rates)
     if summary.get("reproduction"):  # `testbed reproduce` runs only
         from testbed.reporting.reproduce import html_section
 

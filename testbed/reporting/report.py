@@ -89,6 +89,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["## Warnings", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     if summary.get("capacity"):  # a capacity run: its answer first (its probes are not latency cells)
         lines += _capacity_markdown(summary["capacity"])
+    if summary.get("capacity") and not summary["cells"]:  # only probes: no latency or resource cells
+        lines += _tail_sections(summary)
+        return "\n".join(lines).rstrip() + "\n"
     lines += [
         "## Latency",
         "",
@@ -170,8 +173,13 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{r['published_value']:g}{mark} | {measured} ({r['measured_how']}) | "
                 f"{'; '.join(r['differences'])} |"
             )
-    # Summaries from before `failed_trials` and `skipped_results` have none.
-    lines += _listing(
+    lines += _tail_sections(summary)
+    return "\n".join(lines) + "\n"
+
+
+def _tail_sections(summary: dict[str, Any]) -> list[str]:
+    """The lists of left-out trials (summaries older than `failed_trials`, `skipped_results` have none)."""
+    lines = _listing(
         "Invalid trials (excluded)",
         [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
     )
@@ -184,7 +192,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "Unreadable results (left out)",
         [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _over_time_markdown(summary: dict[str, Any]) -> list[str]:

@@ -107,10 +107,17 @@ def _context(summary: dict[str, Any]) -> str:
         load = f"{scenario.get('connections')} connections, {scenario.get('arrival')} open-loop arrivals"
     if scenario.get("new_connection"):
         load += ", a new connection per request"
+    capacity = scenario.get("capacity")
+    repeats = (
+        f"a capacity search per mesh (service p99 objective {capacity.get('slo_p99_ms')} ms, "
+        f"{capacity.get('repeats')} repeats at the answer)"
+        if isinstance(capacity, dict)
+        else f"{scenario.get('trials')} trials per mesh and rate"
+    )
     return (
         f"Platform `{run.get('platform')}`, scenario `{scenario.get('name')}` "
         f"({scenario.get('duration_s')} s measured after {scenario.get('warmup_s')} s warm-up, "
-        f"{scenario.get('trials')} trials per mesh and rate, {load}), topology `{topology.get('name')}` "
+        f"{repeats}, {load}), topology `{topology.get('name')}` "
         f"({topology.get('calls_per_request', '?')} meshed calls per request, "
         f"{topology.get('critical_hops', '?')} in sequence), host {host.get('cpu_count')} cores "
         f"({host.get('cpu_model')}); {versions}. Run status: **{run.get('status')}**."
