@@ -639,6 +639,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         percentiles=percentiles,
     )
     if not result.rows:
+        capacity = [d for d in (args.old, args.new) if any(Path(d).glob("*/capacity.json"))]
+        if capacity:  # a capacity run's probes are no (mesh, rate) cells: nothing to gate on yet
+            raise UsageError(
+                f"{capacity[0]} is a capacity run (profile = \"capacity\"): compare gates latency cells "
+                "only; read max_rate_rps in each run's <mesh>/capacity.json or its report"
+            )
         raise UsageError(
             f"{args.old} and {args.new} share no (mesh, rate) with valid trials: "
             "compare runs of the same scenario"
