@@ -553,7 +553,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     paths = reproduce.write_reproduction(run_dir, plan)  # kept even if the twin below fails
     if plan.setup.loop == "closed":
         try:
-            twin_dir = _open_twin(plan, options, run_dir)
+            twin_dir = _open_twin(plan, options, run_dir, getattr(args, "loadgen_workers", 1))
         except TestbedError as e:
             print(f"testbed: the open-loop twin failed: {e.message}", file=sys.stderr)
             paths = reproduce.write_reproduction(run_dir, plan, twin_error=e.message)
@@ -567,7 +567,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_WITH_FAILURES if failures else 0
 
 
-def _open_twin(plan: Any, options: Any, run_dir: Any) -> Any:
+def _open_twin(plan: Any, options: Any, run_dir: Any, loadgen_workers: int) -> Any:
     """Run a closed-loop reproduction's open-loop twin (testbed/reproduce.py `open_twin`) beside it."""
     import dataclasses
 
@@ -582,9 +582,8 @@ def _open_twin(plan: Any, options: Any, run_dir: Any) -> Any:
     twin = reproduce.open_twin(plan, rate)
     scenario, _ = reproduce.build(twin)
     rates = " and ".join(f"{r:g}" for r in reproduce.twin_rates(rate))
-    print(
-        f"open-loop twin: every mesh at {rates} rps (the lowest rate a mesh achieved: {rate:g})", flush=True
-    )
+    print(f"open-loop twin: every mesh at {rates} rps (the lowest rate a mesh achieved: {rate:g})")
+    print(reproduce.describe(twin, loadgen_workers=loadgen_workers), flush=True)
     twin_options = dataclasses.replace(
         options, scenario=scenario, run_id=run_dir.name + reproduce.TWIN_SUFFIX
     )
@@ -642,7 +641,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         capacity = [d for d in (args.old, args.new) if any(Path(d).glob("*/capacity.json"))]
         if capacity:  # a capacity run's probes are no (mesh, rate) cells: nothing to gate on yet
             raise UsageError(
-                f"{capacity[0]} is a capacity run (profile = \"capacity\"): compare gates latency cells "
+                f'{capacity[0]} is a capacity run (profile = "capacity"): compare gates latency cells '
                 "only; read max_rate_rps in each run's <mesh>/capacity.json or its report"
             )
         raise UsageError(

@@ -54,10 +54,15 @@ class TrialFailed(TestbedError):
     """The system under test failed during one trial (a process died, a check failed): that trial is
     recorded as failed with its cause, and the run goes on with the next one."""
 
-    def __init__(self, message: str, *, failure: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, failure: dict[str, Any] | None = None, before_load: bool = False
+    ) -> None:
         super().__init__(message)
         #: What is known of the failure and what was measured before it (written to failed.json).
         self.failure: dict[str, Any] = dict(failure or {})
+        #: The trial failed before its load began (a pod not ready, a setup step): it measured nothing
+        #: of the load, so a capacity search tries the same rate again rather than calling it too high.
+        self.before_load = before_load
 
 
 class Interrupted(TestbedError):

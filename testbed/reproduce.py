@@ -237,6 +237,8 @@ def open_twin(plan_: Plan, rate: float) -> Plan:
         "rates": list(rates := twin_rates(rate)),
         "connections": users * TWIN_CONNECTIONS_PER_USER,
     }
+    if plan_.platform != "local" and (processes := kube_processes(rates)) > 1:  # sized as any open loop
+        data["processes"] = processes
     return dataclasses.replace(plan_, scenario=data, rates=rates)
 
 
@@ -361,6 +363,11 @@ def describe(plan_: Plan, *, loadgen_workers: int = 1) -> str:
             "\n  then its open-loop twin: the same meshes at the lowest rate a mesh achieved and at "
             f"{TWIN_LOWER_SHARE:.0%} of it, over "
             f"{s['users'] * TWIN_CONNECTIONS_PER_USER} connections (how much of the figure is the method)"
+            + (
+                f"; on {plan_.platform} the twin provisions every mesh again (a second run)"
+                if plan_.platform != "local"
+                else ""
+            )
             if s.get("loop") == "closed"
             else ""
         )

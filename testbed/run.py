@@ -235,10 +235,15 @@ def dry_run(options: RunOptions) -> str:
         load = f"capacity search, service p99 objective {scenario.capacity.slo_p99_ms:g} ms"
     else:
         load = f"rates {', '.join(f'{r:g}' for r in scenario.rates)} rps"
+    count = f"{len(trials)} trials"
+    each = f"{scenario.trials} trial(s) each"
+    if scenario.capacity is not None:  # the search picks every later rate from what it measures
+        count = f"a capacity search per mesh; below, only each mesh's first probe of {len(trials)}"
+        each = f"{scenario.capacity.repeats} repeats at the answer, every other rate chosen as it goes"
     header = (
-        f"run {run_dir.name}: {len(trials)} trials -> {run_dir}\n"
+        f"run {run_dir.name}: {count} -> {run_dir}\n"
         f"scenario {scenario.name}: {load}, "
-        f"{scenario.trials} trial(s) each, {scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s; "
+        f"{each}, {scenario.warmup_s:g} s warm-up + {scenario.duration_s:g} s; "
         f"topology {options.topology.name} (entry {options.topology.entry})\n"
         "dry run: nothing below is run\n"
     )
@@ -450,7 +455,8 @@ def _capacity_mesh(
     progress: Progress,
     later: int,
 ) -> None:
-    """One mesh's search: deploy, probe until the search is done; a failed probe's deployment is replaced."""
+    """One mesh's search: deploy, probe until the search is done; after a failed probe the deployment is
+    replaced (local: fresh processes; kind and existing: the same pods, judged again before the next load)."""
     assert options.scenario.capacity is not None
     policy = capacity_search(options.scenario.capacity)[1]
     failed_in_a_row = 0
@@ -461,11 +467,12 @@ def _capacity_mesh(
         with options.platform.deploy(options.topology, search.mesh, workdir) as deployment:
             search.target_url = deployment.target_url
             while not search.done:
-                probe = _capacity_probe(
+                probe, loaded = _capacity_probe(
                     options, search, deployment, run_dir=run_dir, meta=meta, progress=progress
                 )
                 search.probes.append(probe)
-                search.state = advance(search.state, probe.passed, policy)
+                if loaded:  # a probe that failed before its load says nothing of the rate: tried again
+                    search.state = advance(search.state, probe.passed, policy)
                 meta["finished_trials"] += 1
                 _write_json(run_dir / "run.json", meta)
                 # After every probe: an interrupted run keeps each probe in its mesh's document too.
@@ -488,7 +495,7 @@ def _capacity_mesh(
                         | {"status": "skipped", "cause": f"the capacity search stopped: {search.cause}"}
                     )
                     return
-                break  # a process died or a pod restarted: the next probe gets a fresh deployment
+                break  # a process died or a pod restarted: deploy again (local: fresh processes)
     search.status = "complete"
 
 
@@ -500,8 +507,9 @@ def _capacity_probe(
     run_dir: Path,
     meta: dict[str, Any],
     progress: Progress,
-) -> Probe:
-    """One probe as a trial through the platform: result.json, or failed.json and a failed probe."""
+) -> tuple[Probe, bool]:
+    """One probe as a trial through the platform: result.json, or failed.json and a failed probe; and
+    whether the load ran (False: it failed before its load, and measured nothing of the rate)."""
     assert options.scenario.capacity is not None
     objective = capacity_search(options.scenario.capacity)[0]
     state, mesh = search.state, search.mesh
@@ -520,10 +528,13 @@ def _capacity_probe(
             {"path": str(where.path), "mesh": mesh, "rate": where.rate, "trial": where.number}
             | {"status": "failed", "cause": e.message}
         )
+        cause = f"before the load: {e.message}" if e.before_load else e.message
         probe = dataclasses.replace(
-            failed_probe(where.rate, where.phase, e.message),
+            failed_probe(where.rate, where.phase, cause),
             result=f"{where.path.relative_to(mesh)}/failed.json",
         )
+        progress.finish_trial(_probe_line(progress.done + 1, where, probe))
+        return probe, not e.before_load
     else:
         result |= {"mesh": mesh, "trial": where.number, "platform": options.platform.name}
         result["capacity_probe"] = {"phase": where.phase, "number": where.number}
@@ -531,7 +542,7 @@ def _capacity_probe(
         probe = probe_from_result(where.rate, where.phase, result, objective, config)
         probe = dataclasses.replace(probe, result=f"{where.path.relative_to(mesh)}/result.json")
     progress.finish_trial(_probe_line(progress.done + 1, where, probe))
-    return probe
+    return probe, True
 
 
 def capacity_document(options: RunOptions, search: _Search) -> dict[str, Any]:

@@ -84,6 +84,8 @@ class FakePlatform:
 
     capacity: dict[str, float]
     fail: set[tuple[str, int]] = field(default_factory=set)  # (mesh, probe number): TrialFailed
+    #: (mesh, probe number): TrialFailed before the load (a pod not ready): nothing of the rate measured
+    unready: set[tuple[str, int]] = field(default_factory=set)
     error_at: tuple[str, int] | None = None  # a TestbedError (the run stops)
     interrupt_at: tuple[str, int] | None = None  # Ctrl-C
     name: str = "fake"
@@ -117,6 +119,8 @@ class FakePlatform:
             raise TestbedError("the load generator failed (exit code 1): boom")
         if where in self.fail:
             raise TrialFailed("sidecar-frontend exited with code 1 during the load", failure={"died": "x"})
+        if where in self.unready:
+            raise TrialFailed("pod testbed/frontend-1 not ready before the load", before_load=True)
         return result(config, p99_ms(config.rate, self.capacity[mesh]))
 
 
@@ -216,6 +220,22 @@ def test_a_failed_probe_fails_with_its_cause_and_the_next_gets_a_fresh_deploymen
     assert third["rate"] not in [p["rate"] for p in doc["points"]]  # it measured nothing
     summary = read(write_report(run_dir)["summary"])
     assert summary["capacity"]["meshes"][1]["failed_probes"] == 1
+
+
+def test_a_probe_that_failed_before_its_load_is_tried_again_at_the_same_rate(tmp_path: Path) -> None:
+    """A pod not ready before the load measured nothing: the search must not call that rate too high."""
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "unready").mkdir()
+    clean = FakePlatform(capacity={"none": 2000.0, "envoy": 1000.0})
+    expected = read(run.execute(options(tmp_path / "clean", clean)) / "envoy" / "capacity.json")
+    platform = FakePlatform(capacity={"none": 2000.0, "envoy": 1000.0}, unready={("envoy", 3)})
+    run_dir = run.execute(options(tmp_path / "unready", platform))
+    doc = read(run_dir / "envoy" / "capacity.json")
+    third, fourth = doc["probes"][2], doc["probes"][3]
+    assert third["failed_by"] == "failed" and third["reason"].startswith("before the load: pod testbed/")
+    assert fourth["rate"] == third["rate"] and fourth["phase"] == third["phase"]  # the same rate again
+    assert doc["max_rate_rps"] == expected["max_rate_rps"]  # the answer is the clean run's
+    assert len(doc["probes"]) == len(expected["probes"]) + 1
 
 
 def test_failed_probes_in_a_row_stop_that_mesh_and_the_run_goes_on(tmp_path: Path) -> None:

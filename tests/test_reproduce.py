@@ -255,6 +255,14 @@ def test_the_open_loop_twin_runs_every_mesh_at_the_slowest_achieved_rate_and_80_
     assert scenario.new_connection and scenario.trials == plan.scenario["trials"]
     assert topology.name == "bookinfo" and twin.run_meshes == plan.run_meshes
     assert reproduce.twin_rate({"cells": [{"mesh": "none", "rate": 0.0, "valid_trials": 0}]}) is None
+    # On Kubernetes the twin's generator is sized to its rate like any open loop (review: it was not).
+    on_kind = reproduce.plan("livewyer-2024", "kind", setups=setups, claims=claims)
+    kind_twin = reproduce.open_twin(on_kind, 2400.0)
+    assert kind_twin.scenario["rates"] == [1920.0, 2400.0] and kind_twin.scenario["processes"] == 2
+    text = reproduce.describe(kind_twin)
+    assert "add --loadgen-workers 3" in text and "provisions every mesh again" not in text
+    assert "provisions every mesh again" in reproduce.describe(on_kind)
+    assert "processes" not in twin.scenario  # local: one engine process beside the services
 
 
 def test_the_twin_section_sets_closed_beside_open_and_says_why_a_rate_has_no_figure(tmp_path: Path) -> None:
