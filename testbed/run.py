@@ -528,9 +528,8 @@ def _capacity_probe(
             {"path": str(where.path), "mesh": mesh, "rate": where.rate, "trial": where.number}
             | {"status": "failed", "cause": e.message}
         )
-        cause = f"before the load: {e.message}" if e.before_load else e.message
         probe = dataclasses.replace(
-            failed_probe(where.rate, where.phase, cause),
+            failed_probe(where.rate, where.phase, e.message),
             result=f"{where.path.relative_to(mesh)}/failed.json",
         )
         progress.finish_trial(_probe_line(progress.done + 1, where, probe))

@@ -120,7 +120,7 @@ class FakePlatform:
         if where in self.fail:
             raise TrialFailed("sidecar-frontend exited with code 1 during the load", failure={"died": "x"})
         if where in self.unready:
-            raise TrialFailed("pod testbed/frontend-1 not ready before the load", before_load=True)
+            raise TrialFailed("before the load: pod testbed/frontend-1 is not ready", before_load=True)
         return result(config, p99_ms(config.rate, self.capacity[mesh]))
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from testbed import cli, proc
-from testbed.errors import CommandError, UsageError
+from testbed.errors import CommandError, TrialFailed, UsageError
 from testbed.kube import actions as ka
 from testbed.kube import cluster as kp
 from testbed.kube import docker, metrics, tools
@@ -35,8 +35,8 @@ from testbed.kube.render import render_trial
 from testbed.loadgen import marks
 from testbed.loadgen.config import LoadConfig
 from testbed.meshes.kube import kube_mesh
-from testbed.platforms.kind import inotify_problems
-from testbed.platforms.kube import resources
+from testbed.platforms.kind import KindPlatform, inotify_problems
+from testbed.platforms.kube import KubeDeployment, resources
 from testbed.ports import free_port
 from testbed.spec.scenario import CLOSED_LOOP_RATE
 from testbed.spec.topology import load_topology
@@ -953,9 +953,9 @@ def test_a_pod_still_not_ready_before_the_load_fails_that_trial_unmeasured(
     first = trial_files(tmp_path, 1)
     failed = json.loads((first / "failed.json").read_text())
     assert failed["cause"] == (
-        "pod frontend-7c9d8b6f4d-qgv6d not ready before the load: container app of pod "
-        "frontend-7c9d8b6f4d-qgv6d is not ready (read again 5 s later)"
+        "before the load: container app of pod frontend-7c9d8b6f4d-qgv6d is not ready (read again 5 s later)"
     )
+    assert failed["cause"].count("frontend-7c9d8b6f4d-qgv6d") == 1  # the pod is named once
     assert [(p["kind"], p["pod"]) for p in failed["problems"]] == [("not-ready", "frontend-7c9d8b6f4d-qgv6d")]
     assert failed["pods_before_again"] == str(first / "pods-before-again.json")
     assert failed["pods_after"] is None and failed["measured"] is None
@@ -1282,3 +1282,110 @@ def test_bad_master_options_are_one_line_errors(
     code = cli.main(["load", "http://127.0.0.1:9/", "--rate", "1", "--duration", "1", "--out", "-", *args])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def _fails_at(fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, nth: Mapping[str, int]) -> None:
+    """The `nth[fragment]`-th call whose command line holds `fragment` fails as kubectl does (exit 1)."""
+    run = fake.run
+    seen: Counter[str] = Counter()
+
+    def failing(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        line = " ".join([Path(argv[0]).name, *argv[1:]])
+        for fragment, n in nth.items():
+            if fragment in line:
+                seen[fragment] += 1
+                if seen[fragment] == n:
+                    fake.calls.append(list(argv))
+                    stderr = "error: object has been deleted" if "rollout" in line else "error: timed out"
+                    raise CommandError(
+                        f"{line} exited with code 1: {stderr}",
+                        argv=list(argv),
+                        exit_code=1,
+                        stdout="",
+                        stderr=stderr + "\n",
+                    )
+        return run(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "run", failing)
+
+
+def test_a_failed_setup_step_fails_that_trial_not_the_run(
+    tmp_path: Path, scenario: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial 1's workers were not deleted in time (a warning); trial 2's rollout then sees the old Deployment
+    go: trial 2 fails before its load, its cleanup runs, and the run goes on to its end."""
+    rollout = f"rollout status deploy/{WORKER_NAME}"
+    delete = f"delete deployment {WORKER_NAME}"
+    _fails_at(fake, monkeypatch, {delete: 1, rollout: 2})
+    assert kube_run(tmp_path, scenario, "--loadgen-workers", "2") == 3
+    assert (trial_files(tmp_path, 1) / "result.json").is_file()
+    second = trial_files(tmp_path, 2)
+    assert not (second / "result.json").exists()
+    failed = json.loads((second / "failed.json").read_text())
+    kubectl = "kubectl --context kind-testbed-none"
+    assert failed["cause"] == (
+        f"before the load: wait until {WORKER_NAME} is rolled out and ready failed: {kubectl} {rollout} "
+        "-n testbed --timeout 5m exited with code 1: error: object has been deleted"
+    )
+    assert failed["setup_step"] == f"wait until {WORKER_NAME} is rolled out and ready"
+    assert rollout in failed["setup_command"] and failed["measured"] is None
+    # Trial 2 ran no load, but its cleanup ran after the failed rollout.
+    commands = fake.commands("kubectl")
+    assert len([c for c in commands if " exec deploy/loadgen " in c]) == 1
+    deletes = [n for n, c in enumerate(commands) if delete in c]
+    assert len(deletes) == 2 and deletes[1] > max(n for n, c in enumerate(commands) if rollout in c)
+    meta = run_json(tmp_path)
+    assert meta["status"] == "complete-with-failures"
+    assert [f["path"] for f in meta["failures"]] == ["none/100/trial-2"]
+    assert fake.commands()[-1] == "kind delete cluster --name testbed-none"
+    assert not any("export logs" in c for c in fake.commands())  # not a failed run
+
+
+def test_a_setup_failure_is_a_trial_failed_before_its_load(
+    tmp_path: Path, fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`before_load`: a capacity search tries the same rate again rather than call it too high."""
+    plan = kp.kind_plan(
+        kube_mesh("none", "kind"),
+        load_topology("shop"),
+        versions=load_versions(),
+        workdir=tmp_path / "work",
+        logs_dir=tmp_path / "logs",
+        loadgen_workers=2,
+    )
+    platform = KindPlatform(loadgen_workers=2)
+    deployment = KubeDeployment(mesh="none", target_url=plan.target_url, plan=plan, nodes=NODES)
+    _fails_at(fake, monkeypatch, {f"apply -f {plan.workers_manifest}": 1})
+    config = LoadConfig(url=plan.target_url, rate=100, duration_s=10, warmup_s=3)
+    with pytest.raises(TrialFailed) as failed:
+        platform.measure(deployment, config, tmp_path / "trial")
+    assert failed.value.before_load
+    assert failed.value.message.startswith("before the load: start 2 load generator workers failed: ")
+    # A pod not ready before the load, still not ready when read again, measured nothing either.
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    fake.namespace_pods = [not_ready(), not_ready()]
+    with pytest.raises(TrialFailed) as unready:
+        KindPlatform().measure(deployment, config, tmp_path / "trial-2")
+    assert unready.value.before_load and "is not ready" in unready.value.message
+    assert not any(" exec " in c for c in fake.commands())
+    assert fake.commands()[-1].endswith(
+        f"delete deployment {WORKER_NAME} -n testbed --ignore-not-found --cascade=foreground --timeout 60s"
+    )
+
+
+def test_a_second_session_creates_the_cluster_that_the_first_reused_and_deleted(
+    tmp_path: Path, fake: FakeCluster
+) -> None:
+    """`testbed reproduce --reuse`: its open-loop twin is a second run on the same platform object."""
+    platform = KindPlatform(reuse=True)
+    topology = load_topology("shop")
+    fake.clusters = [CLUSTER]
+    with platform.session(tmp_path / "first"), platform.deploy(topology, "none", tmp_path / "first"):
+        pass
+    assert not any("create cluster" in c for c in fake.commands())
+    assert fake.commands()[-1] == "kind delete cluster --name testbed-none"
+    fake.clusters = []  # deleted at the end of the first
+    fake.calls.clear()
+    with platform.session(tmp_path / "second"), platform.deploy(topology, "none", tmp_path / "second"):
+        pass
+    assert any(c.startswith("kind create cluster --name testbed-none") for c in fake.commands())

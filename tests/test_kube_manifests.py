@@ -270,6 +270,53 @@ def test_locust_workers_reach_the_master_in_the_loadgen_pod() -> None:
     assert default_port["port"] == DEFAULT_MASTER_PORT
 
 
+# The kubelet's safe sysctls at v1.35, the only ones a pod may set on a node without
+# `allowedUnsafeSysctls` (kubernetes/kubernetes pkg/kubelet/sysctl/safe_sysctls.go, `safeSysctls`).
+KUBELET_SAFE_SYSCTLS_1_35 = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+}
+#: Linux's default ip_local_port_range, 32768-60999: what a --new-connection load ran out of.
+DEFAULT_LOCAL_PORTS = 60999 - 32768 + 1
+
+
+def sysctls(deployment: Obj) -> dict[str, str]:
+    context = pod_spec(deployment).get("securityContext", {})
+    return {s["name"]: s["value"] for s in context.get("sysctls", [])}
+
+
+def test_the_load_generators_pods_have_more_local_ports_than_the_default() -> None:
+    """Every pod that opens the load's connections gets a wider local port range, by safe sysctls only."""
+    deployments = of_kind(
+        [
+            *manifests(load_topology("shop"), image=IMAGE, master_port=6000),
+            *loadgen_workers(2, "master", 6000, image=IMAGE),
+        ],
+        "Deployment",
+    )
+    for name in (LOADGEN_NAME, "loadgen-worker"):
+        settings = sysctls(deployments[name])
+        assert set(settings) <= KUBELET_SAFE_SYSCTLS_1_35, name  # else the kubelet refuses the pod
+        low, high = map(int, settings["net.ipv4.ip_local_port_range"].split())
+        # The kernel refuses a start below ip_unprivileged_port_start (1024 by default).
+        assert 1024 <= low < high <= 65535, name
+        assert high - low + 1 > 2 * DEFAULT_LOCAL_PORTS, name
+    # The master binds its port anew every trial: no outgoing connection may hold it then.
+    assert sysctls(deployments[LOADGEN_NAME])["net.ipv4.ip_local_reserved_ports"] == "6000"
+    # The apps keep the node's defaults: their outgoing connections are pooled.
+    assert all(not sysctls(d) for n, d in deployments.items() if n not in (LOADGEN_NAME, "loadgen-worker"))
+
+
 def test_mesh_settings_reach_the_namespace_and_the_pods() -> None:
     objects = manifests(
         load_topology("shop"),
@@ -374,8 +421,9 @@ def test_containers_run_as_the_dockerfiles_non_root_user() -> None:
         assert context["runAsNonRoot"] is True
         assert context["runAsUser"] == RUN_AS_USER
         assert context["allowPrivilegeEscalation"] is False
-        # Pod-level runAsNonRoot would also bind the meshes' injected init containers, which need root.
-        assert "securityContext" not in pod_spec(deployment)
+        # Pod-level runAsNonRoot would also bind the meshes' injected init containers, which need root;
+        # the pod's only security setting is its network namespace's sysctls.
+        assert set(pod_spec(deployment).get("securityContext", {})) <= {"sysctls"}
 
 
 def test_the_dockerfile_puts_the_topologies_where_the_commands_look() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 
 import pytest
 
@@ -199,3 +201,15 @@ def test_values_out_of_range_are_clamped_not_dropped() -> None:
     record(h, 0.0)
     record(h, 3600.0)
     assert h.get_total_count() == 2
+
+
+def test_error_kind_names_local_port_exhaustion() -> None:
+    """A connect() that found no free local port is counted under a kind that says so, not as `OSError`."""
+    from testbed.loadgen.engine import error_kind
+
+    exhausted = OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+    assert error_kind(exhausted) == "EADDRNOTAVAIL (local ports exhausted)"
+    # Any other error keeps its type's name, an OSError of another errno included.
+    assert error_kind(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == "ConnectionRefusedError"
+    assert error_kind(OSError(errno.EMFILE, "too many open files")) == "OSError"
+    assert error_kind(TimeoutError()) == "TimeoutError"

@@ -63,6 +63,17 @@ DEFAULT_MASTER_PORT = 5557
 DEFAULT_MASTER_HOST = "loadgen-master"
 #: `tcp-` tells Istio not to sniff the port: Locust's master and workers speak ZeroMQ, not HTTP.
 MASTER_PORT_NAME = "tcp-locust"
+#: The local ports of the load generator's pods. A `--new-connection` load leaves every connection it
+#: closes in TIME_WAIT for 60 s, and the default range (32768-60999) gives ~28k ports to one destination,
+#: the entry's Service: a few hundred connections a second exhaust it (connect() fails with
+#: EADDRNOTAVAIL). 1024 is the lowest start the kernel takes while ip_unprivileged_port_start is at its
+#: default, 1024 (Linux net/ipv4/sysctl_net_ipv4.c ipv4_local_port_range refuses a start below it).
+#: `net.ipv4.ip_local_port_range` is one of the kubelet's safe sysctls, allowed on every node without
+#: `allowedUnsafeSysctls` (kubernetes/kubernetes pkg/kubelet/sysctl/safe_sysctls.go at v1.35,
+#: `safeSysctls`), and Pod Security's baseline allows it (pod-security-admission policy/check_sysctls.go).
+#: `net.ipv4.tcp_tw_reuse`, which would let new connections take over TIME_WAIT ports, is not in that
+#: list: the kubelet would refuse the pod (SysctlForbidden) unless the node allowed it as unsafe.
+LOADGEN_LOCAL_PORT_RANGE = "1024 65535"
 
 # Service names become DNS labels in `NAME.NAMESPACE.svc.cluster.local`: RFC 1035 labels.
 _DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -232,6 +243,15 @@ def loadgen(
         # Writable: a trial may write its result directory before it is copied out.
         "securityContext": _security_context(read_only_root=False),
     }
+    sysctls = {
+        "net.ipv4.ip_local_port_range": LOADGEN_LOCAL_PORT_RANGE,
+        # connect() never picks a port a socket is bound to (Linux net/ipv4/inet_hashtables.c
+        # __inet_hash_connect), so the mesh proxy's listeners, bound when the pod starts, are safe; but
+        # the master binds its port anew for every trial, after the last trial's connections may have
+        # left it in TIME_WAIT: reserved, no connection takes it. A safe sysctl from kernel 3.16
+        # (safe_sysctls.go at v1.35, IPLocalReservedPortsNamespacedKernelVersion).
+        "net.ipv4.ip_local_reserved_ports": str(master_port),
+    }
     return [
         _service_account(LOADGEN_NAME, namespace),
         _deployment(
@@ -243,6 +263,7 @@ def loadgen(
             pod_annotations=pod_annotations or {},
             # `sleep` as PID 1 ignores SIGTERM: without this, every deletion would wait 30 s.
             termination_grace_s=2,
+            sysctls=sysctls,
         ),
     ]
 
@@ -320,6 +341,8 @@ def loadgen_workers(
             service_account=LOADGEN_NAME,
             # Python as PID 1 ignores SIGTERM too (no handler installed).
             termination_grace_s=2,
+            # The workers open the connections of a distributed trial: the same range as the loadgen pod's.
+            sysctls={"net.ipv4.ip_local_port_range": LOADGEN_LOCAL_PORT_RANGE},
         ),
     ]
 
@@ -427,6 +450,7 @@ def _deployment(
     pod_annotations: Mapping[str, str],
     service_account: str | None = None,
     termination_grace_s: int | None = None,
+    sysctls: Mapping[str, str] | None = None,
 ) -> Object:
     pod_metadata: Object = {"labels": _labels(name)}
     if pod_annotations:
@@ -438,6 +462,9 @@ def _deployment(
         "enableServiceLinks": False,
         "containers": [container],
     }
+    if sysctls:
+        # Pod-level: sysctls are per network namespace, which every container of the pod shares.
+        pod_spec["securityContext"] = {"sysctls": [{"name": k, "value": v} for k, v in sysctls.items()]}
     if termination_grace_s is not None:
         pod_spec["terminationGracePeriodSeconds"] = termination_grace_s
     return {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import gc
 import logging
 import math
@@ -138,6 +139,15 @@ def _on_report_to_master(client_id: str, data: dict[str, Any], **_: Any) -> None
 def _on_go(environment: Environment, msg: Any, **_: Any) -> None:
     data = msg.data
     _go.set((LoadConfig.from_json(data["config"]), data["share"], data["shares"], data["t0"]))
+
+
+def error_kind(error: object) -> str:
+    """The error kind a failed request is counted under: the exception's type, or what EADDRNOTAVAIL means."""
+    # connect() fails with EADDRNOTAVAIL when every local port to the destination is taken, most of them
+    # in TIME_WAIT after a --new-connection load: a limit of the generator's host, not of the target.
+    if isinstance(error, OSError) and error.errno == errno.EADDRNOTAVAIL:
+        return "EADDRNOTAVAIL (local ports exhausted)"
+    return type(error).__name__
 
 
 def users_of_share(users: int, share: int, shares: int) -> int:
@@ -328,7 +338,7 @@ class _Share:
             error = getattr(response, "error", None)  # set by Locust only when the request failed
             kind = None
             if error is not None or not 200 <= status < 400:
-                kind = f"HTTP {status}" if status else type(error).__name__
+                kind = f"HTTP {status}" if status else error_kind(error)
         except Exception as e:  # a bug here must show as errors, never as a quietly short histogram
             done, kind = time.perf_counter(), f"internal error: {type(e).__name__}: {e}"
         if bucket is None or self.closed:  # a send that outlived the drain was already counted as an error

@@ -159,14 +159,17 @@ class KindPlatform(KubePlatform):
     def _check_cluster(self, check: ka.Check, plan: kp.ClusterPlan) -> None:
         argv = [self._tools.get(check.argv[0], check.argv[0]), *check.argv[1:]]
         clusters = proc.run(argv, timeout=check.timeout_s).stdout.split()
+        assert plan.cluster is not None
         if plan.cluster not in clusters:
+            # Found by an earlier session of this platform and deleted at its end (e.g. `testbed reproduce`,
+            # whose open-loop twin is a second run on the same platform): created anew this time.
+            self._existing.discard(plan.cluster)
             return
         if not self.reuse:
             raise UsageError(
                 f"a kind cluster {plan.cluster} exists already: pass --reuse to run on it (it is deleted "
                 f"at the end unless --keep), or delete it with `kind delete cluster --name {plan.cluster}`"
             )
-        assert plan.cluster is not None
         self._existing.add(plan.cluster)
 
 

@@ -203,9 +203,9 @@ class KubePlatform:
         `pods-NS-SELECTOR-before.json`, ...): a container that restarted, a pod replaced, or one not ready at
         the end (`testbed.kube.health`; not ready only: read again `kt.NOT_READY_RECHECK_S` later), a pod
         not Running and ready before the load (read again the same way: `_read_pods_before`), pods that
-        cannot be read before or after the load, or a load generator killed by a signal, fail the
-        trial with `TrialFailed`: it is recorded with what was measured, never as a result, and the run
-        goes on.
+        cannot be read before or after the load, a setup step of the trial that failed (`_set_up`), or a
+        load generator killed by a signal, fail the trial with `TrialFailed`: it is recorded with what was
+        measured, never as a result, and the run goes on.
         """
         trial_dir.mkdir(parents=True, exist_ok=True)
         mesh_pods = self.mesh(deployment.mesh).traffic_pods
@@ -225,7 +225,7 @@ class KubePlatform:
 
         try:
             for step in steps.setup:
-                self.run(step)
+                self._set_up(step, steps.pods, trial_dir, log)
             before = self._read_pods_before(steps.pods, trial_dir, log)
             try:
                 loaded = self.run(steps.load, on_line=on_line)
@@ -354,6 +354,26 @@ class KubePlatform:
                 say(f"make {', '.join(p.name for p in action.paths)}: {action.description}")
                 action.make()
 
+    def _set_up(self, step: ka.Step, reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> None:
+        """One of the trial's own setup steps; one that fails fails the trial before its load, not the run.
+
+        E.g. the previous trial's workers, whose deletion timed out (only a warning, `_try`), are still
+        being deleted: `kubectl apply` updates the Deployment on its way out, and `rollout status` then
+        stops with "object has been deleted" when it goes (kubectl v0.35.7 pkg/cmd/rollout/
+        rollout_status.go:222-224). The trial's cleanup runs all the same, and the next trial starts afresh.
+        """
+        try:
+            self.run(step)
+        except CommandError as e:
+            failure = _pods_failure(reads, trial_dir, log) | {
+                "setup_step": step.description,
+                "setup_command": " ".join(step.argv),
+                "setup_error": e.message,
+            }
+            raise TrialFailed(
+                f"before the load: {step.description} failed: {e.message}", failure=failure, before_load=True
+            ) from None
+
     def _read_pods_before(self, reads: Sequence[kt.PodsRead], trial_dir: Path, log: Path) -> dict[str, str]:
         """Every pods read right before the load, by name; one that fails fails the trial, not the run
         (e.g. a busy API server's timeout), as the same read after the load does.
@@ -380,11 +400,11 @@ class KubePlatform:
         if still:
             failure = _pods_failure(reads, trial_dir, log)
             failure["problems"] = [problem.to_json() for problem in still]
-            where = f"{still[0].namespace}/{still[0].pod}" if still[0].namespace else still[0].pod
+            # Every problem's message names its pod (`health.Problem`): the pod is not named again here.
             raise TrialFailed(
-                f"pod {where} not ready before the load: {health.summary(still)} "
-                f"(read again {kt.NOT_READY_RECHECK_S:g} s later)",
+                f"before the load: {health.summary(still)} (read again {kt.NOT_READY_RECHECK_S:g} s later)",
                 failure=failure,
+                before_load=True,
             )
         return before
 
@@ -399,6 +419,7 @@ class KubePlatform:
             raise TrialFailed(
                 f"{read.what} could not be read{again} before the load: {e.message}",
                 failure=_pods_failure(reads, trial_dir, log),
+                before_load=True,
             ) from None
         _pods_file(trial_dir, read, when).write_text(text)
         return text

@@ -87,8 +87,9 @@ def istioctl(ctx: MeshContext, *args: str) -> tuple[str, ...]:
 
 
 def operator(profile: str) -> m.Object:
-    """The IstioOperator that `istioctl install` reads: the profile, 2 proxy threads, istiod and the
-    waypoint off the load generator's node, and (ambient) ztunnel's threads and log filter."""
+    """The IstioOperator that `istioctl install` reads: the profile, 2 proxy threads, one istiod (no
+    autoscaler), istiod and the waypoint off the load generator's node, and (ambient) ztunnel's threads
+    and log filter."""
 
     def shared() -> dict[str, str]:  # a copy each: one object twice would become a YAML anchor and alias
         return dict(m.SHARED_NODE_SELECTOR)
@@ -105,6 +106,14 @@ def operator(profile: str) -> m.Object:
         # operator/cmd/mesh/testdata/manifest-generate/input/pilot_k8s_settings.yaml); the chart value
         # values.pilot.nodeSelector does the same but is deprecated (operator/pkg/apis/values_types.proto).
         "components": {"pilot": {"k8s": {"nodeSelector": shared()}}},
+        # One istiod for the whole run: the chart's default is a HorizontalPodAutoscaler of 1 to 5 istiods
+        # (manifests/charts/istio-control/istio-discovery/values.yaml:4-6; templates/autoscale.yaml), which
+        # on a cluster with metrics-server adds and removes istiods mid-trial, which the pod checks judge
+        # a fault (a pod of istio-system app=istiod came or went). values.pilot is the chart's top level
+        # (templates/zzy_descope_legacy.yaml copies `.pilot` to `.`; operator/pkg/apis/values_types.proto
+        # PilotConfig.autoscaleEnabled); without the autoscaler the Deployment has replicaCount (1)
+        # replicas (templates/deployment.yaml `if not .Values.autoscaleEnabled`).
+        "values": {"pilot": {"autoscaleEnabled": False}},
     }
     if profile == "ambient":
         # The waypoint Deployment istiod renders: manifests/charts/istio-control/istio-discovery/files/
@@ -118,7 +127,7 @@ def operator(profile: str) -> m.Object:
         # UnvalidatedValues), so the chart gets the map. In both ambient variants, which share one cluster
         # (testbed-istio-ambient), so that the install is the same for both.
         spec["unvalidatedValues"] = {"global": {"waypoint": {"nodeSelector": shared()}}}
-        spec["values"] = {
+        spec["values"] |= {
             # values.ztunnel becomes the ztunnel chart's top level (operator/pkg/component/component.go
             # FlattenValues; operator/pkg/render/manifest.go applyComponentValuesToHelmValues):
             # manifests/charts/ztunnel/values.yaml `env` (each key a container variable,
@@ -135,10 +144,11 @@ def install(ctx: MeshContext, profile: str) -> list[Action]:
     """`istioctl install` of `operator(profile)`; it waits until every component is ready."""
     path = ctx.workdir / "istio-operator.yaml"
     threads = f", ztunnel with {ZTUNNEL_WORKER_THREADS} worker threads" if profile == "ambient" else ""
+    placed = "istiod and the waypoint" if profile == "ambient" else "istiod"
     return [
         WriteFile(
             description=f"the IstioOperator: profile {profile}, proxies with {CONCURRENCY} worker threads"
-            f"{threads}; istiod{' and the waypoint' if profile == 'ambient' else ''} on the app workers",
+            f"{threads}; one istiod, not autoscaled; {placed} on the app workers",
             path=path,
             text=m.to_yaml([operator(profile)]),
         ),
