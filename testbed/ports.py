@@ -5,29 +5,48 @@ outgoing connection's local port comes from. Between choosing a port and the lis
 the many connections of a run (the load generator's, a sidecar's upstreams) can take it: a real failure
 seen here ("ports already in use" for an Envoy sidecar). So listeners get ports *below* the ephemeral
 range (`net.ipv4.ip_local_port_range`), which outgoing connections never use, chosen at random so that two
-runs on one machine rarely try the same ones, and each checked by binding it.
+runs on one machine rarely try the same ones, and each checked by binding it. Where nothing lies below the
+ephemeral range (the loadgen pod on Kubernetes opens it to 1024-65535), the ports reserved out of it
+(`net.ipv4.ip_local_reserved_ports`, which the pod sets for this) are used instead.
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_RESERVED_FILE = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
 _LISTEN_SPAN = 10_000
 _LOWEST = 10_000
 _TRIES = 200
 
 
-def listener_range(range_file: Path = _RANGE_FILE) -> range:
-    """Ports for listeners: up to 10,000 just below the ephemeral range (empty when it cannot be read)."""
+def listener_range(range_file: Path = _RANGE_FILE, reserved_file: Path = _RESERVED_FILE) -> Sequence[int]:
+    """Ports for listeners: up to 10,000 just below the ephemeral range, else the ports reserved out of it
+    (empty when neither can be read)."""
     try:
         low = int(range_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return range(0)
-    return range(max(_LOWEST, low - _LISTEN_SPAN), low)
+    below = range(max(_LOWEST, low - _LISTEN_SPAN), low)
+    return below or reserved_ports(reserved_file)
+
+
+def reserved_ports(reserved_file: Path = _RESERVED_FILE) -> list[int]:
+    """The ports of `net.ipv4.ip_local_reserved_ports` ("5557,5560-5579"), which connect() never picks."""
+    ports: list[int] = []
+    try:
+        for item in reserved_file.read_text().strip().split(","):
+            first, _, last = item.strip().partition("-")
+            if first:
+                ports += range(int(first), int(last or first) + 1)
+    except (OSError, ValueError):
+        return []
+    return ports
 
 
 def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
@@ -48,7 +67,7 @@ def free_port(host: str = LOCALHOST) -> int:
     return free_ports(1, host)[0]
 
 
-def _bind_one(host: str, candidates: range) -> socket.socket:
+def _bind_one(host: str, candidates: Sequence[int]) -> socket.socket:
     for port in random.sample(candidates, min(_TRIES, len(candidates))):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:

@@ -42,6 +42,7 @@ from testbed.kube.manifests import (
     to_yaml,
 )
 from testbed.meshes import ALL_MESHES
+from testbed.ports import reserved_ports
 from testbed.spec.topology import TOPOLOGIES_DIR, Topology, load_topology
 from tests.conftest import REPO
 
@@ -295,7 +296,7 @@ def sysctls(deployment: Obj) -> dict[str, str]:
     return {s["name"]: s["value"] for s in context.get("sysctls", [])}
 
 
-def test_the_load_generators_pods_have_more_local_ports_than_the_default() -> None:
+def test_the_load_generators_pods_have_more_local_ports_than_the_default(tmp_path: Path) -> None:
     """Every pod that opens the load's connections gets a wider local port range, by safe sysctls only."""
     deployments = of_kind(
         [
@@ -312,7 +313,12 @@ def test_the_load_generators_pods_have_more_local_ports_than_the_default() -> No
         assert 1024 <= low < high <= 65535, name
         assert high - low + 1 > 2 * DEFAULT_LOCAL_PORTS, name
     # The master binds its port anew every trial: no outgoing connection may hold it then.
-    assert sysctls(deployments[LOADGEN_NAME])["net.ipv4.ip_local_reserved_ports"] == "6000"
+    # Nor the listeners of a local master (`--processes N`): testbed.ports picks among the reserved ones.
+    reserved = sysctls(deployments[LOADGEN_NAME])["net.ipv4.ip_local_reserved_ports"]
+    assert reserved == "6000,5560-5579"
+    file = tmp_path / "reserved"
+    file.write_text(reserved)
+    assert 6000 in reserved_ports(file) and len(reserved_ports(file)) == 21
     # The apps keep the node's defaults: their outgoing connections are pooled.
     assert all(not sysctls(d) for n, d in deployments.items() if n not in (LOADGEN_NAME, "loadgen-worker"))
 

@@ -29,3 +29,15 @@ def test_the_range_follows_the_kernel_setting(tmp_path: Path) -> None:
     setting.write_text("garbage\n")
     assert listener_range(setting) == range(0)
     assert listener_range(tmp_path / "missing") == range(0)
+
+
+def test_with_nothing_below_the_ephemeral_range_the_reserved_ports_are_used(tmp_path: Path) -> None:
+    """The loadgen pod opens the range to 1024-65535 and reserves ports for its own listeners."""
+    setting, reserved = tmp_path / "ip_local_port_range", tmp_path / "ip_local_reserved_ports"
+    setting.write_text("1024\t65535\n")
+    reserved.write_text("5557,5560-5579\n")
+    assert list(listener_range(setting, reserved)) == [5557, *range(5560, 5580)]
+    reserved.write_text("\n")  # none reserved: nothing safe, the kernel chooses (free_ports' fallback)
+    assert list(listener_range(setting, reserved)) == []
+    setting.write_text("32768 60999\n")  # below the range first, as everywhere else
+    assert listener_range(setting, reserved) == range(22768, 32768)

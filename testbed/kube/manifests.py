@@ -74,6 +74,9 @@ MASTER_PORT_NAME = "tcp-locust"
 #: `net.ipv4.tcp_tw_reuse`, which would let new connections take over TIME_WAIT ports, is not in that
 #: list: the kubelet would refuse the pod (SysctlForbidden) unless the node allowed it as unsafe.
 LOADGEN_LOCAL_PORT_RANGE = "1024 65535"
+#: Reserved out of that range for listeners the pod opens itself: a trial with `--processes N` runs a local
+#: Locust master on a port `testbed.ports` picks among these (nothing lies below the range any more).
+LOADGEN_LISTENER_PORTS = "5560-5579"
 
 # Service names become DNS labels in `NAME.NAMESPACE.svc.cluster.local`: RFC 1035 labels.
 _DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -250,7 +253,7 @@ def loadgen(
         # the master binds its port anew for every trial, after the last trial's connections may have
         # left it in TIME_WAIT: reserved, no connection takes it. A safe sysctl from kernel 3.16
         # (safe_sysctls.go at v1.35, IPLocalReservedPortsNamespacedKernelVersion).
-        "net.ipv4.ip_local_reserved_ports": str(master_port),
+        "net.ipv4.ip_local_reserved_ports": f"{master_port},{LOADGEN_LISTENER_PORTS}",
     }
     return [
         _service_account(LOADGEN_NAME, namespace),
