@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,15 @@ Phase = Literal["step", "bisect", "confirm", "done"]
 
 #: Quiet time after a failed probe: a target left with a queue by an overload drains before the next probe.
 PAUSE_AFTER_FAIL_S = 1.0
+#: `--processes auto`: one engine process per this many rps of a probe (methodology.md: about 2k rps per
+#: process with nothing beside it; half of that keeps each one well on schedule), at most one per core.
+AUTO_RPS_PER_PROCESS = 1000.0
+
+
+def processes_for(rate: float, cores: int | None = None) -> int:
+    """The engine processes a probe at `rate` gets with `--processes auto`."""
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(cores, math.ceil(rate / AUTO_RPS_PER_PROCESS)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,8 +363,11 @@ def measure(
     out: Path | None,
     *,
     on_probe: Callable[[int, Probe], None] = lambda i, p: None,
+    auto_processes: bool = False,
 ) -> dict[str, Any]:
-    """Run the search with real trials; the `testbed.capacity/1` document (probes kept under `out`)."""
+    """Run the search with real trials; the `testbed.capacity/1` document (probes kept under `out`).
+
+    `auto_processes`: each probe gets as many engine processes as its rate needs (`processes_for`)."""
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="testbed-capacity-") as scratch:
         root = out if out is not None else Path(scratch)
@@ -363,7 +376,8 @@ def measure(
         def one(rate: float, phase: str) -> Probe:
             nonlocal count
             count += 1
-            config = dataclasses.replace(template, rate=rate)
+            processes = processes_for(rate) if auto_processes else template.processes
+            config = dataclasses.replace(template, rate=rate, processes=processes)
             relative = Path("probes") / f"{count:02d}-{phase}-{rate:g}rps"
             probe = probe_from_result(rate, phase, run_probe(config, root / relative), objective, config)
             probe = dataclasses.replace(probe, result=str(relative / "result.json") if out else None)
@@ -373,7 +387,17 @@ def measure(
             return probe
 
         outcome = search(one, policy)
-    return document(outcome, objective, policy, template, started_at=started_at)
+    found = document(outcome, objective, policy, template, started_at=started_at)
+    if auto_processes:  # what each probe ran is in its own result (loadgen.processes)
+        cores = os.cpu_count() or 1
+        found["search"]["processes"] = f"auto: 1 per {AUTO_RPS_PER_PROCESS:g} rps, at most {cores} (cores)"
+        if outcome.limited_by == "generator":
+            found["note"] = found["note"].replace(
+                f"(add --processes, now {template.processes})",
+                f"(it already ran up to {cores} engine processes, one per core: run the generator on "
+                "another machine, or with Locust's distributed mode on a cluster)",
+            )
+    return found
 
 
 def document(

@@ -163,7 +163,12 @@ def _add_capacity_command(sub: Any) -> None:
     )
     cap.add_argument("--duration", type=float, default=10.0, help="measured seconds per probe (default 10)")
     cap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per probe (default 2)")
-    cap.add_argument("--processes", type=int, default=1, help="engine processes per probe (default 1)")
+    cap.add_argument(
+        "--processes",
+        default="auto",
+        help="engine processes per probe, or auto: 1 per 1000 rps of the probe, at most one per core "
+        "(default auto)",
+    )
     cap.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
     cap.add_argument("--start-rate", type=float, default=100.0, help="first rate, rps (default 100)")
     cap.add_argument("--max-rate", type=float, default=100_000.0, help="highest rate tried (default 100000)")
@@ -669,13 +674,16 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         repeats=args.repeats,
     )
+    auto = args.processes == "auto"
+    if not auto and not str(args.processes).isdigit():
+        raise UsageError(f"--processes must be a number of processes or auto, got {args.processes!r}")
     template = LoadConfig(  # validates the URL and the trial's own options
         url=args.url,
         rate=args.start_rate,
         duration_s=args.duration,
         warmup_s=args.warmup,
         connections=args.connections,
-        processes=args.processes,
+        processes=1 if auto else int(args.processes),
         limits=ValidityLimits(
             max_error_fraction=args.max_error_rate, max_lateness_p99_ms=args.max_lateness_ms
         ),
@@ -692,7 +700,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    document = measure(template, objective, policy, directory, on_probe=show)
+    document = measure(template, objective, policy, directory, on_probe=show, auto_processes=auto)
     text = json.dumps(document, indent=2)
     if directory is None:
         print(text)

@@ -18,6 +18,7 @@ from testbed.capacity import (
     Verdict,
     classify,
     document,
+    processes_for,
     search,
     summary,
 )
@@ -288,4 +289,18 @@ def test_capacity_of_the_serial_calibration_server(
     assert fails and all(p["failed_by"] == "slo" and p["rate"] > 95 for p in fails)
     for p in doc["probes"]:
         assert (tmp_path / p["result"]).is_file()
+        # --processes auto (the default): as many engine processes as the probe's rate needs.
+        ran = json.loads((tmp_path / p["result"]).read_text())["loadgen"]["processes"]
+        assert ran == processes_for(p["rate"])
+    assert doc["search"]["processes"].startswith("auto: 1 per 1000 rps")
     print(f"max_rate_rps {doc['max_rate_rps']} in {time.monotonic() - started:.0f} s")
+
+
+def test_auto_processes_follow_the_rate_up_to_the_cores() -> None:
+    assert [processes_for(r, cores=4) for r in (50, 1000, 1001, 2500, 9000)] == [1, 1, 2, 3, 4]
+    assert processes_for(5000, cores=1) == 1
+
+
+def test_processes_must_be_a_number_or_auto() -> None:
+    proc = run_testbed("capacity", "http://127.0.0.1:9/", "--slo-p99-ms", "5", "--processes", "many")
+    assert_one_line_error(proc, "--processes must be a number of processes or auto")
