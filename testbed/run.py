@@ -321,15 +321,30 @@ def _one_trial(
                 )
 
 
-def _failure(trial: Trial, status: str, cause: str) -> dict[str, Any]:
+class _Where(Protocol):
+    """A trial or a capacity probe: who it was, and where its files go."""
+
+    @property
+    def mesh(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def path(self) -> PurePosixPath: ...
+
+
+def _failure(trial: _Where, status: str, cause: str) -> dict[str, Any]:
     where = {"path": str(trial.path), "mesh": trial.mesh, "rate": trial.rate, "trial": trial.index}
     return where | {"status": status, "cause": cause}
 
 
-def _write_failed(options: RunOptions, trial: Trial, run_dir: Path, error: TrialFailed) -> None:
+def _write_failed(
+    options: RunOptions, trial: _Where, run_dir: Path, error: TrialFailed, **extra: Any
+) -> None:
     """failed.json beside the trial's files: the cause and what was measured before it (never result.json,
-    so that no report ever counts a spoiled trial)."""
-    record = {"schema": FAILED_SCHEMA, "mesh": trial.mesh, "rate": trial.rate, "trial": trial.index}
+    so that no report ever counts a spoiled trial); `extra` (a probe's phase) follows the trial's number."""
+    record = {"schema": FAILED_SCHEMA, "mesh": trial.mesh, "rate": trial.rate, "trial": trial.index} | extra
     record |= {"platform": options.platform.name, "status": "failed", "cause": error.message}
     _write_json(run_dir / trial.path / "failed.json", record | error.failure)
 
@@ -369,6 +384,11 @@ class ProbeTrial:
     rate: float
     phase: str
     number: int  # 1-based, within the mesh's search
+
+    @property
+    def index(self) -> int:
+        """As a trial's: the probe's number, in failed.json and run.json `failures`."""
+        return self.number
 
     @property
     def path(self) -> PurePosixPath:
@@ -521,13 +541,8 @@ def _capacity_probe(
     try:
         result = options.platform.measure(deployment, config, trial_dir)
     except TrialFailed as e:
-        record = {"schema": FAILED_SCHEMA, "mesh": mesh, "rate": where.rate, "trial": where.number}
-        record |= {"phase": where.phase, "platform": options.platform.name, "status": "failed"}
-        _write_json(trial_dir / "failed.json", record | {"cause": e.message} | e.failure)
-        meta["failures"].append(
-            {"path": str(where.path), "mesh": mesh, "rate": where.rate, "trial": where.number}
-            | {"status": "failed", "cause": e.message}
-        )
+        _write_failed(options, where, run_dir, e, phase=where.phase)
+        meta["failures"].append(_failure(where, "failed", e.message))
         probe = dataclasses.replace(
             failed_probe(where.rate, where.phase, e.message),
             result=f"{where.path.relative_to(mesh)}/failed.json",
