@@ -188,6 +188,18 @@ class _Bucket:
         self.scheduled = self.sent = self.completed = self.errors = self.waits = self.in_flight = 0
         self.passed = False  # no request will be added: the schedule (or the clock) is past it
 
+    def pass_by(self) -> None:
+        """The schedule has moved on: no request will be added; sealed once its last one has finished."""
+        self.passed = True
+        if not self.in_flight:
+            self.seal()
+
+    def finish_one(self) -> None:
+        """One of its requests has finished: sealed if it was the last and the schedule has moved on."""
+        self.in_flight -= 1
+        if self.passed and not self.in_flight:
+            self.seal()
+
     def seal(self) -> None:
         if not self.encoded:
             self.encoded = tuple(encode(h) for h in self.hists)
@@ -308,9 +320,7 @@ class _Share:
         if bucket is None:
             bucket = self.buckets[(k, j)] = _Bucket(k, j)
         if previous is not None and previous is not bucket:
-            previous.passed = True
-            if not previous.in_flight:
-                previous.seal()
+            previous.pass_by()
         self.bucket = bucket
         return bucket
 
@@ -319,9 +329,7 @@ class _Share:
             self._send(intended, bucket)
         finally:
             if bucket is not None:
-                bucket.in_flight -= 1
-                if bucket.passed and not bucket.in_flight:
-                    bucket.seal()
+                bucket.finish_one()
             self.slots.release()
 
     def _send(self, intended: float | None, bucket: _Bucket | None) -> None:
@@ -455,9 +463,7 @@ class _Share:
                 self._send(None, bucket)
             finally:
                 if bucket is not None:
-                    bucket.in_flight -= 1
-                    if bucket.passed and not bucket.in_flight:
-                        bucket.seal()
+                    bucket.finish_one()
 
     def _run_closed(self) -> tuple[tuple[float, float] | None, bool, str]:
         """Run this share's users; (wall, CPU) at the window's end, whether all finished, the clock."""
