@@ -20,6 +20,7 @@ from testbed import run as run_module
 from testbed.bench.report import trial_result, write_run
 from testbed.loadgen.profile import Profile
 from testbed.loadgen.result import HISTOGRAMS, decode, encode, merge, new_histogram, summarize
+from testbed.loadgen.schedule import due
 from testbed.platforms.local import LocalPlatform
 from testbed.reporting import analysis, series
 from testbed.reporting.html import render
@@ -30,16 +31,6 @@ from tests.conftest import run_testbed
 
 #: A spike of 100 rps, 300 rps from 3 s to 5 s, 100 rps to 12 s.
 SPIKE = Profile.spike(base_rps=100, multiple=3, at_s=3, burst_s=2, duration_s=12)
-
-
-def _due(profile: Profile, t: float) -> float:
-    """Sends due in the window's first `t` seconds."""
-    total = 0.0
-    for (start, end), segment in zip(profile.bounds(), profile.segments, strict=True):
-        if t <= start:
-            break
-        total += segment.count(min(t, end) - start)
-    return total
 
 
 def _histogram(values: list[tuple[int, int]]) -> str:
@@ -67,8 +58,8 @@ def v2_result(
     duration = profile.duration_s
     for k in range(math.ceil(duration)):
         start, end = float(k), min(k + 1.0, duration)
-        due = _due(profile, end) - _due(profile, start)
-        n = 0 if start in empty else round(due)
+        sends = due(profile, start, end)
+        n = 0 if start in empty else round(sends)
         value, outliers = latency_at(start), (slow or {}).get(start, 0)
         hdr = {
             "service": _histogram([(value, n - outliers), (20_000, outliers)]),
@@ -80,9 +71,9 @@ def v2_result(
             {
                 "start_s": start,
                 "end_s": end,
-                "target_rps": due / (end - start),
-                "scheduled": round(due),
-                "sent": round(due),
+                "target_rps": sends / (end - start),
+                "scheduled": round(sends),
+                "sent": round(sends),
                 "completed": n,
                 "errors": 0,
                 "achieved_rps": n / (end - start),
