@@ -19,7 +19,15 @@ from testbed.reporting.series import (
     recovery_text,
     segment_rate,
 )
-from testbed.reporting.text import _context, _ms, _pct, memory_label, resource_notes, trial_order
+from testbed.reporting.text import (
+    _context,
+    _ms,
+    _pct,
+    left_out,
+    memory_label,
+    resource_notes,
+    trial_order,
+)
 from testbed.resources import KERNEL, NODE_OVERHEAD
 
 _COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d"]
@@ -549,20 +557,8 @@ def render(summary: dict[str, Any]) -> str:
 
         parts += html_section(summary["reproduction"])
     parts += ["<h2>Published claims vs measured here</h2>", _claims_table(summary)]
-    # Summaries from before `failed_trials` and `skipped_results` have none.
-    parts += _listing(
-        "Invalid trials (excluded)",
-        [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
-    )
-    parts += _listing(
-        "Failed and skipped trials",
-        [(f["path"], f"{f['status']}: {f['cause']}") for f in summary.get("failed_trials") or []],
-        separator=" ",
-    )
-    parts += _listing(
-        "Unreadable results (left out)",
-        [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
-    )
+    for title, items, sep in left_out(summary):
+        parts += _listing(title, items, separator=sep)
     method = _METHOD.format(
         load=_LOAD_CLOSED if run.get("scenario", {}).get("loop") == "closed" else _LOAD_OPEN,
         resamples=summary["resamples"],

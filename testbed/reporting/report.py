@@ -22,6 +22,7 @@ from testbed.reporting.text import (
     _ms,
     _pct,
     cost_text,
+    left_out,
     memory_label,
     resource_notes,
 )
@@ -178,21 +179,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def _tail_sections(summary: dict[str, Any]) -> list[str]:
-    """The lists of left-out trials (summaries older than `failed_trials`, `skipped_results` have none)."""
-    lines = _listing(
-        "Invalid trials (excluded)",
-        [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
-    )
-    lines += _listing(
-        "Failed and skipped trials",
-        [(f["path"], f"{f['status']}: {f['cause']}") for f in summary.get("failed_trials") or []],
-        separator=" ",
-    )
-    lines += _listing(
-        "Unreadable results (left out)",
-        [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
-    )
-    return lines
+    """The lists of what the figures leave out (`text.left_out`)."""
+    return [line for title, items, sep in left_out(summary) for line in _listing(title, items, separator=sep)]
 
 
 def _over_time_markdown(summary: dict[str, Any]) -> list[str]:

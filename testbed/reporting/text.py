@@ -122,3 +122,26 @@ def _context(summary: dict[str, Any]) -> str:
         f"{topology.get('critical_hops', '?')} in sequence), host {host.get('cpu_count')} cores "
         f"({host.get('cpu_model')}); {versions}. Run status: **{run.get('status')}**."
     )
+
+
+def left_out(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]], str]]:
+    """The lists of what the figures leave out, as (title, [(path, why)], separator) for either report:
+    invalid, failed or skipped trials and unreadable results (summaries older than `failed_trials` and
+    `skipped_results` have none)."""
+    return [
+        (
+            "Invalid trials (excluded)",
+            [(t["path"], "; ".join(t["reasons"])) for t in summary["invalid_trials"]],
+            ": ",
+        ),
+        (
+            "Failed and skipped trials",
+            [(f["path"], f"{f['status']}: {f['cause']}") for f in summary.get("failed_trials") or []],
+            " ",
+        ),
+        (
+            "Unreadable results (left out)",
+            [(s["path"], s["reason"]) for s in summary.get("skipped_results") or []],
+            ": ",
+        ),
+    ]
