@@ -555,15 +555,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(dry_run(options), end="")
         return 0
     run_dir = execute(options)
-    paths = reproduce.write_reproduction(run_dir, plan)  # kept even if the twin below fails
+    closed = reproduce.read_run(run_dir)
+    paths = reproduce.write_reproduction(run_dir, plan, closed)  # kept even if the twin below fails
     if plan.setup.loop == "closed":
         try:
-            twin_dir = _open_twin(plan, options, run_dir, getattr(args, "loadgen_workers", 1))
+            twin_dir = _open_twin(plan, options, run_dir, closed[1], getattr(args, "loadgen_workers", 1))
         except TestbedError as e:
             print(f"testbed: the open-loop twin failed: {e.message}", file=sys.stderr)
-            paths = reproduce.write_reproduction(run_dir, plan, twin_error=e.message)
+            paths = reproduce.write_reproduction(run_dir, plan, closed, twin_error=e.message)
         else:
-            paths = reproduce.write_reproduction(run_dir, plan, twin_dir)
+            paths = reproduce.write_reproduction(run_dir, plan, closed, twin_dir)
     report = write_report(run_dir)  # after reproduction.json: the report shows the same section
     print(paths["markdown"].read_text())
     for kind, path in {f"reproduction {k}": v for k, v in paths.items()}.items() | report.items():
@@ -572,21 +573,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_WITH_FAILURES if failures else 0
 
 
-def _open_twin(plan: Any, options: Any, run_dir: Any, loadgen_workers: int) -> Any:
-    """Run a closed-loop reproduction's open-loop twin (testbed/reproduce.py `open_twin`) beside it."""
+def _open_twin(plan: Any, options: Any, run_dir: Any, summary: dict[str, Any], loadgen_workers: int) -> Any:
+    """Run a closed-loop reproduction's open-loop twin (testbed/reproduce.py `open_twin`) beside it, at the
+    rate `summary` (the closed loop's) says the slowest mesh achieved."""
     import dataclasses
 
     from testbed import reproduce
-    from testbed.reporting import analysis
+    from testbed.reporting.reproduce import rates_text
     from testbed.run import execute
 
-    rate = reproduce.twin_rate(analysis.summary(analysis.load_run(run_dir)))
+    rate = reproduce.twin_rate(summary)
     if rate is None:
         print("testbed: no open-loop twin: no mesh achieved a rate under the closed loop", file=sys.stderr)
         return None
     twin = reproduce.open_twin(plan, rate)
     scenario, _ = reproduce.build(twin)
-    rates = " and ".join(f"{r:g}" for r in reproduce.twin_rates(rate))
+    rates = rates_text(reproduce.twin_rates(rate))
     print(f"open-loop twin: every mesh at {rates} rps (the lowest rate a mesh achieved: {rate:g})")
     print(reproduce.describe(twin, loadgen_workers=loadgen_workers), flush=True)
     twin_options = dataclasses.replace(

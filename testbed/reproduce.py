@@ -303,15 +303,29 @@ def local_sources(setups: Mapping[str, Setup], claims: Sequence[Claim]) -> list[
     ]
 
 
+def read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """A finished run read back once: its trials (`analysis.Run`) and its summary, for the twin's rate and
+    every writing of reproduction.json."""
+    from testbed.reporting import analysis
+
+    run = analysis.load_run(run_dir)
+    return run, analysis.summary(run)
+
+
 def write_reproduction(
-    run_dir: Path, plan_: Plan, twin_dir: Path | None = None, *, twin_error: str | None = None
+    run_dir: Path,
+    plan_: Plan,
+    closed: tuple[Any, dict[str, Any]],
+    twin_dir: Path | None = None,
+    *,
+    twin_error: str | None = None,
 ) -> dict[str, Path]:
-    """Read the finished run (and its open-loop twin's) back and write reproduction.json and .md."""
+    """Write reproduction.json and .md of the run read back as `closed` (`read_run`), with its open-loop
+    twin's figures when `twin_dir` is given."""
     from testbed.reporting import analysis
     from testbed.reporting.reproduce import open_loop_section, reproduction, write
 
-    run = analysis.load_run(run_dir)
-    summary = analysis.summary(run)
+    run, summary = closed
     twin = None
     if twin_dir is not None:
         twin_summary = analysis.summary(analysis.load_run(twin_dir))
@@ -387,7 +401,7 @@ def describe(plan_: Plan, *, loadgen_workers: int = 1) -> str:
 
 def tables(run_dirs: Sequence[Path]) -> str:
     """The reproduction tables of several runs, one after the other (what `nox -s reproduce` ends with)."""
-    from testbed.reporting.reproduce import open_loop_table, table
+    from testbed.reporting.reproduce import open_loop_table, rates_text, table
 
     parts = []
     for run_dir in run_dirs:
@@ -398,7 +412,7 @@ def tables(run_dirs: Sequence[Path]) -> str:
         if twin.get("run_id"):
             parts.append(
                 "the same, closed loop beside its open-loop twin at "
-                f"{' and '.join(f'{r:g}' for r in twin['rates_rps'])} rps:\n\n" + open_loop_table(twin)
+                f"{rates_text(twin['rates_rps'])} rps:\n\n" + open_loop_table(twin)
             )
     return "\n".join(parts)
 

@@ -425,6 +425,11 @@ def open_loop_section(
     }
 
 
+def rates_text(rates: Sequence[float]) -> str:
+    """The twin's rates in words: `652 and 815`."""
+    return " and ".join(f"{r:g}" for r in rates)
+
+
 def open_loop_table(section: dict[str, Any]) -> str:
     """The twin's comparison as a Markdown table."""
     lines = [
@@ -508,7 +513,7 @@ def markdown(document: dict[str, Any]) -> str:
         if twin.get("run_id"):
             parts.append(
                 f"Twin run `{twin['run_id']}` ({twin['run_dir']}): every mesh at "
-                f"{' and '.join(f'{r:g}' for r in twin['rates_rps'])} rps over {twin['connections']} "
+                f"{rates_text(twin['rates_rps'])} rps over {twin['connections']} "
                 f"connections. {twin['note']}.\n"
             )
             parts.append(open_loop_table(twin))
@@ -581,7 +586,7 @@ def _open_loop_html(twin: dict[str, Any] | None) -> list[str]:
     header += ["added, open loop (ms) [95% CI]", "open loop from intended send (ms)", "share from the method"]
     rows = ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _twin_cells(r)) + "</tr>" for r in twin["rows"]]
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    rates = " and ".join(f"{r:g}" for r in twin["rates_rps"])
+    rates = rates_text(twin["rates_rps"])
     intro = (
         f"Twin run <code>{escape(str(twin['run_id']))}</code>: every mesh at {rates} rps over "
         f"{twin['connections']} connections. {escape(twin['note'])}."
