@@ -96,7 +96,8 @@ _REQUIRED = ("rates", "duration_s", "warmup_s", "trials")
 CLOSED_LOOP_RATE = 0.0
 #: Keys of the open loop's schedule and pool, refused in a closed-loop scenario (as `testbed load` does).
 _OPEN_LOOP_KEYS = ("rates", "connections", "arrival")
-#: The keys of each profile's own table (TOML), with what they mean, for the error messages.
+#: The keys of each profile's own table (TOML), with what they mean for the error messages; they are the
+#: parameters of `Profile.ramp` and `Profile.spike`.
 _PROFILE_TABLES: dict[str, dict[str, str]] = {
     "ramp": {"from_rps": "starting rate", "to_rps": "final rate", "duration_s": "seconds"},
     "spike": {
@@ -193,15 +194,7 @@ def _profile(data: Mapping[str, Any], fail: Callable[[str, str], ConfigError]) -
             pairs = [_numbers(x, {"rate": "rps", "duration_s": "seconds held"}, "steps", fail) for x in steps]
             return Profile.steps([(x["rate"], x["duration_s"]) for x in pairs])
         table = _numbers(data[kind], _PROFILE_TABLES[kind], kind, fail)
-        if kind == "ramp":
-            return Profile.ramp(table["from_rps"], table["to_rps"], table["duration_s"])
-        return Profile.spike(
-            base_rps=table["base_rps"],
-            multiple=table["multiple"],
-            at_s=table["at_s"],
-            burst_s=table["burst_s"],
-            duration_s=table["duration_s"],
-        )
+        return Profile.ramp(**table) if kind == "ramp" else Profile.spike(**table)
     except UsageError as e:
         raise fail(kind, e.message.removeprefix(f"profile {kind}: ")) from None
 
