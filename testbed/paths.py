@@ -1,4 +1,5 @@
-"""Where the testbed's own files are: the checkout with `scenarios/`, `manifests/` and the Dockerfile.
+"""Where the testbed's own files are: the checkout with `scenarios/`, `manifests/` and the Dockerfile, and the
+datasets shipped inside the package (`testbed/data/`), read as TOML.
 
 `pip install -e .` (what the nox sessions do) leaves the package in its checkout, which is then found
 beside it. A plain `pip install .` copies only the package: the checkout is then the current directory
@@ -8,7 +9,13 @@ beside it. A plain `pip install .` copies only the package: the checkout is then
 from __future__ import annotations
 
 import os
+import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
+
+from testbed.errors import ConfigError
 
 ENV_HOME = "TESTBED_HOME"
 #: The package's parent: the checkout itself after `pip install -e .`.
@@ -41,3 +48,18 @@ def hint() -> str:
         f" (no testbed checkout in {where}: run testbed from the folder with scenarios/ and manifests/, "
         f"or set {ENV_HOME} to it)"
     )
+
+
+def packaged(name: str) -> Traversable:
+    """A dataset shipped inside the package (`testbed/data/NAME`): found after any install."""
+    return resources.files("testbed").joinpath("data", name)
+
+
+def read_toml(source: Traversable | Path, what: str) -> dict[str, Any]:
+    """A TOML file's tables; a `ConfigError` naming the file when it is missing or not valid TOML."""
+    if not source.is_file():
+        raise ConfigError(f"{source}: {what} file not found")
+    try:
+        return tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from testbed import paths
 from testbed.errors import ConfigError, UsageError
 
 ClaimMesh = Literal["istio", "istio-ambient", "istio-waypoint", "linkerd", "cilium"]
@@ -60,7 +59,7 @@ MESH_EQUIVALENTS: dict[str, ClaimMesh] = {
     "cilium": "cilium",
 }
 
-_PACKAGED = ("data", "claims.toml")
+_PACKAGED = "claims.toml"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,19 +142,13 @@ _CONNECTIONS = re.compile(r"[1-9]\d*(-[1-9]\d*)?\Z")
 
 def default_claims_path() -> Traversable:
     """The dataset shipped inside the package (`testbed/data/claims.toml`)."""
-    return resources.files("testbed").joinpath(*_PACKAGED)
+    return paths.packaged(_PACKAGED)
 
 
 def load_claims(path: str | Path | None = None) -> tuple[Claim, ...]:
     """Read and validate a claims file (default: the packaged dataset), in file order."""
     source: Traversable | Path = default_claims_path() if path is None else Path(path)
-    if not source.is_file():
-        raise ConfigError(f"{source}: claims file not found")
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    return parse_claims(data, where=str(source))
+    return parse_claims(paths.read_toml(source, "claims"), where=str(source))
 
 
 def parse_claims(data: Mapping[str, Any], *, where: str = "claims") -> tuple[Claim, ...]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from testbed import paths
 from testbed.errors import ConfigError
 from testbed.spec.scenario import Scenario, parse_scenario
 
@@ -32,7 +31,7 @@ LOOPS: tuple[Loop, ...] = ("open", "closed", "unknown")
 REUSES: tuple[Reuse, ...] = ("keep-alive", "new connection per request", "unknown")
 PERCENTILE_NAMES = ("p50", "p90", "p99", "p999")
 
-_PACKAGED = ("data", "setups.toml")
+_PACKAGED = "setups.toml"
 _CONNECTIONS = re.compile(r"[1-9]\d*(-[1-9]\d*)?\Z")
 
 
@@ -88,19 +87,13 @@ class Setup:
 
 def default_setups_path() -> Traversable:
     """The dataset shipped inside the package (`testbed/data/setups.toml`)."""
-    return resources.files("testbed").joinpath(*_PACKAGED)
+    return paths.packaged(_PACKAGED)
 
 
 def load_setups(path: str | Path | None = None) -> dict[str, Setup]:
     """Read and validate a setups file (default: the packaged one): source_id -> setup, in file order."""
     source: Traversable | Path = default_setups_path() if path is None else Path(path)
-    if not source.is_file():
-        raise ConfigError(f"{source}: setups file not found")
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    return parse_setups(data, where=str(source))
+    return parse_setups(paths.read_toml(source, "setups"), where=str(source))
 
 
 def parse_setups(data: Mapping[str, Any], *, where: str = "setups") -> dict[str, Setup]:
